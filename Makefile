@@ -1,0 +1,88 @@
+# flaskops.stack developer loop. `make help` lists the targets.
+# Every target installs what it needs, so a fresh clone on a fresh Debian 12
+# machine (as root) needs nothing but `make` and `git`.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+PY_VERSION = $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+
+# ansible-test and the collection loader need the collection at
+# ansible_collections/flaskops/stack. Unit tests import through a symlink;
+# ansible-test needs a real directory (it resolves its working directory), so
+# sanity and integration run on a copy of the tracked and untracked files.
+LINK_ROOT := $(CURDIR)/.build/link
+COPY_ROOT := $(CURDIR)/.build/copy
+COPY_DIR := $(COPY_ROOT)/ansible_collections/flaskops/stack
+
+export ANSIBLE_COLLECTIONS_PATH := $(LINK_ROOT)
+export ANSIBLE_NOCOLOR := 1
+export PY_COLORS := 0
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): requirements-dev.txt constraints.txt
+	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
+	  echo "Installing python3-venv (needs root and apt)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
+	fi
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip==26.3
+	$(BIN)/pip install --quiet -r requirements-dev.txt -c constraints.txt
+	touch $@
+
+.PHONY: venv
+venv: $(STAMP) ## Create .venv with the pinned tools
+
+.PHONY: link
+link:
+	@mkdir -p $(LINK_ROOT)/ansible_collections/flaskops
+	@ln -sfn $(CURDIR) $(LINK_ROOT)/ansible_collections/flaskops/stack
+
+.PHONY: copy
+copy:
+	@rm -rf $(COPY_ROOT) && mkdir -p $(COPY_DIR)
+	@git ls-files -z --cached --others --exclude-standard \
+	  | tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -xf - -C $(COPY_DIR)
+
+.PHONY: lint
+lint: venv link ## yamllint, ansible-lint (production profile), ruff, docs up to date
+	$(BIN)/yamllint --strict .
+	$(BIN)/ansible-lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/gen_docs.py --check
+
+.PHONY: sanity
+sanity: venv copy ## ansible-test sanity (local Python, per-test virtualenvs)
+	cd $(COPY_DIR) && $(BIN)/ansible-test sanity --venv --python $(PY_VERSION) --color no
+
+.PHONY: unit
+unit: venv link ## pytest: unit and property tests, filters through real templating
+	PYTHONPATH=$(LINK_ROOT) $(BIN)/pytest tests/unit
+
+.PHONY: integration
+integration: venv copy ## ansible-test integration on this machine (read-only targets)
+	cd $(COPY_DIR) && $(BIN)/ansible-test integration --local --python $(PY_VERSION) --color no
+
+.PHONY: docs
+docs: venv link ## Regenerate the README tables from the real model
+	$(BIN)/python scripts/gen_docs.py
+
+.PHONY: test
+test: lint sanity unit integration ## Everything CI runs
+
+.PHONY: build
+build: venv ## Build the collection tarball
+	$(BIN)/ansible-galaxy collection build --force
+
+.PHONY: clean
+clean: ## Remove build output (keeps .venv)
+	rm -rf .build tests/output .pytest_cache .hypothesis .ruff_cache flaskops-stack-*.tar.gz

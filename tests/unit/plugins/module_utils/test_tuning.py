@@ -1,0 +1,291 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, flaskops.stack contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Behaviour of the sizing model, one test (or a few) per promise in the README."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ansible_collections.flaskops.stack.plugins.module_utils import tuning
+from ansible_collections.flaskops.stack.plugins.module_utils.tuning import TuningError, gunicorn_plan, nginx_plan
+
+
+def facts(cpus=2, mem=4096, **extra):
+    return {"processor_vcpus": cpus, "memtotal_mb": mem, **extra}
+
+
+# 1. CPU-bound work -> sync, about one process per core plus spare.
+@pytest.mark.parametrize(("cpus", "expected"), [(1, 2), (2, 3), (4, 5), (8, 9)])
+def test_cpu_bound_is_sync_one_per_core_plus_spare(cpus, expected):
+    plan = gunicorn_plan(facts(cpus, 65536), cpu_ms=10, wait_ms=0)
+    assert plan["worker_class"] == "sync"
+    assert plan["threads"] == 1
+    assert plan["workers"] == expected
+    assert plan["concurrency"] == expected
+
+
+def test_cpu_profile_is_sync_on_any_host():
+    for cpus in (1, 8, 64, 256):
+        plan = gunicorn_plan(facts(cpus, 4 * 1024 * 1024), profile="cpu")
+        assert (plan["worker_class"], plan["workers"]) == ("sync", cpus + 1)
+
+
+def test_mostly_cpu_on_a_big_host_adds_threads_not_processes():
+    # 90 % CPU on 64 cores: 71.1 requests keep the cores busy, more than
+    # 65 sync workers hold, so gthread with 2 threads on the same 65 processes.
+    plan = gunicorn_plan(facts(64, 262144), cpu_ms=9, wait_ms=1)
+    assert plan["worker_class"] == "gthread"
+    assert plan["workers"] == 65
+    assert plan["threads"] == 2
+    assert plan["concurrency"] >= math.ceil(64 / 0.9)
+
+
+# 2. I/O-bound work -> gthread; concurrency grows with wait/cpu.
+def test_io_bound_example_from_the_issue():
+    plan = gunicorn_plan(facts(2, 65536), cpu_ms=2, wait_ms=48)
+    assert plan["worker_class"] == "gthread"
+    assert plan["workers"] == 3  # one per core plus a spare
+    assert plan["concurrency"] >= 32
+    assert plan["concurrency"] == plan["workers"] * plan["threads"]
+
+
+def test_io_concurrency_grows_with_wait_until_max_threads_binds():
+    low = gunicorn_plan(facts(2, 65536), cpu_ms=2, wait_ms=8)
+    high = gunicorn_plan(facts(2, 65536), cpu_ms=2, wait_ms=30)
+    capped = gunicorn_plan(facts(2, 65536), cpu_ms=1, wait_ms=500, max_threads=16)
+    assert low["worker_class"] == high["worker_class"] == "gthread"
+    assert low["concurrency"] < high["concurrency"]
+    # 2 CPUs / (1/501) x 1.25 = 1253 requests wanted; max_threads binds.
+    assert capped["threads"] == 16
+    assert capped["workers"] == 3
+    assert capped["concurrency"] == 48
+    assert any("max_threads caps each worker at 16" in line for line in capped["explain"])
+
+
+def test_gevent_override_sizes_connections_not_threads():
+    plan = gunicorn_plan(facts(2, 65536), cpu_ms=1, wait_ms=99, worker_class="gevent")
+    assert plan["worker_class"] == "gevent"
+    assert plan["threads"] == 1
+    # 2 CPUs / 1 % = 200 in flight, + 25 % = 250 over 3 workers.
+    assert plan["worker_connections"] == 84
+    assert plan["concurrency"] == plan["workers"] * plan["worker_connections"]
+
+
+# 3. Two generations fit the memory budget; never fewer than 1 worker.
+def test_two_generations_fit_the_budget():
+    plan = gunicorn_plan(facts(16, 2048), profile="cpu", worker_rss_mb=150)
+    assert plan["workers"] < 17  # memory, not CPUs, decided
+    assert plan["memory_peak_mb"] <= plan["memory_budget_mb"]
+    peak = tuning.MASTER_RSS_MB + 2 * plan["workers"] * (150 + plan["threads"] * 4)
+    assert plan["memory_peak_mb"] == peak
+    assert any("Memory caps workers" in line for line in plan["explain"])
+
+
+def test_memory_trims_threads_before_workers_for_gthread():
+    plan = gunicorn_plan(facts(2, 1024), profile="io", worker_rss_mb=100, thread_rss_mb=8)
+    # (1024 - 256) = 768 MiB; 3 workers fit single-threaded, then the room
+    # left, (738 / 6 - 100) / 8 = 2 threads each.
+    assert plan["workers"] == 3
+    assert plan["threads"] == 2
+    assert plan["memory_peak_mb"] <= plan["memory_budget_mb"]
+
+
+def test_one_worker_that_does_not_fit_is_said_plainly():
+    plan = gunicorn_plan(facts(4, 512), profile="cpu", worker_rss_mb=400)
+    assert plan["workers"] == 1
+    assert plan["memory_peak_mb"] > plan["memory_budget_mb"]
+    warning = [line for line in plan["explain"] if line.startswith("Warning")]
+    assert len(warning) == 1
+    assert "more than the" in warning[0]
+    assert str(plan["memory_budget_mb"]) in warning[0]
+
+
+# 4. cgroup limits win over processor_vcpus / memtotal_mb.
+def test_cgroup_limits_win():
+    host = gunicorn_plan(facts(8, 16384), profile="cpu")
+    limited = gunicorn_plan(facts(8, 16384, flaskops_resources={"cpus": 1.5, "memory_mb": 8192}), profile="cpu")
+    assert limited["cpus"] == 1.5
+    assert limited["workers"] < host["workers"]
+    assert limited["workers"] == 3  # ceil(1.5) + 1
+    assert any("cgroup CPU limit" in line for line in limited["explain"])
+
+
+def test_cgroup_memory_limit_wins_and_bounds_the_unit():
+    # 768 MiB - 256 MiB reserve = 512 MiB; two generations of 104 MiB workers
+    # plus the master fit twice: memory, not the 8 CPUs, decides.
+    plan = gunicorn_plan(facts(8, 16384, flaskops_resources={"cpus": 8, "memory_mb": 768}), profile="cpu")
+    assert plan["memory_budget_mb"] == 512
+    assert plan["workers"] == 2
+    assert int(plan["systemd"]["MemoryMax"].rstrip("M")) <= 768
+    assert int(plan["systemd"]["MemoryHigh"].rstrip("M")) <= int(plan["systemd"]["MemoryMax"].rstrip("M"))
+    assert any("cgroup memory limit" in line for line in plan["explain"])
+
+
+def test_hostvars_form_and_nested_ansible_facts():
+    hostvars = {"ansible_processor_vcpus": 4, "ansible_memtotal_mb": 8192,
+                "ansible_flaskops_resources": {"cpus": 2.0, "memory_mb": 4096}}
+    nested = {"inventory_hostname": "web1", "ansible_facts": facts(4, 8192, flaskops_resources={"cpus": 2.0,
+                                                                                                "memory_mb": 4096})}
+    expected = gunicorn_plan(facts(2, 4096), profile="io")
+    assert gunicorn_plan(hostvars, profile="io")["workers"] == expected["workers"]
+    assert gunicorn_plan(nested, profile="io")["threads"] == expected["threads"]
+
+
+def test_resources_alone_are_enough():
+    plan = gunicorn_plan({"flaskops_resources": {"cpus": 1.0, "memory_mb": 2048}}, profile="cpu")
+    assert plan["workers"] == 2
+
+
+# 5. workers x threads <= db_pool_max, db_pool_size reported.
+def test_db_pool_limits_concurrency():
+    plan = gunicorn_plan(facts(4, 65536), profile="io", db_pool_max=40)
+    assert plan["workers"] == 5
+    assert plan["db_pool_size"] == plan["threads"] == 8
+    assert plan["concurrency"] == 40
+
+
+def test_db_pool_smaller_than_workers():
+    plan = gunicorn_plan(facts(8, 65536), profile="cpu", db_pool_max=3)
+    assert plan["workers"] == 3
+    assert plan["db_pool_size"] == 1
+
+
+# 7. The timeout chain.
+@pytest.mark.parametrize("keepalive", [True, False])
+@pytest.mark.parametrize("profile", ["cpu", "mixed", "io"])
+def test_timeout_chain(profile, keepalive):
+    plan = gunicorn_plan(facts(), profile=profile, timeout=45, upstream_keepalive=keepalive)
+    assert plan["nginx"]["proxy_read_timeout"] >= plan["timeout"] == 45
+    assert plan["systemd"]["TimeoutStopSec"] > plan["graceful_timeout"]
+    if plan["nginx"]["upstream_keepalive"]:
+        assert plan["keepalive"] > plan["nginx"]["upstream_keepalive_timeout"] > 0
+
+
+def test_upstream_keepalive_is_off_for_sync_workers():
+    plan = gunicorn_plan(facts(), profile="cpu", upstream_keepalive=True)
+    assert plan["nginx"]["upstream_keepalive"] == 0
+    assert any("sync workers close every connection" in line for line in plan["explain"])
+
+
+def test_upstream_keepalive_for_gthread():
+    plan = gunicorn_plan(facts(), profile="io", upstream_keepalive=True)
+    assert plan["nginx"]["upstream_keepalive"] > 0
+    assert plan["keepalive"] == tuning.UPSTREAM_KEEPALIVE_TIMEOUT_S + tuning.UPSTREAM_KEEPALIVE_MARGIN_S
+
+
+def test_recycling_jitter_is_ten_percent_and_can_be_off():
+    assert gunicorn_plan(facts(), max_requests=1000)["max_requests_jitter"] == 100
+    off = gunicorn_plan(facts(), max_requests=0)
+    assert off["max_requests"] == off["max_requests_jitter"] == 0
+
+
+def test_min_and_max_workers():
+    assert gunicorn_plan(facts(8, 65536), profile="cpu", max_workers=4)["workers"] == 4
+    plan = gunicorn_plan(facts(1, 65536), profile="io", min_workers=3)
+    assert plan["workers"] == 3
+    assert plan["threads"] * 3 >= plan["concurrency"]
+
+
+def test_measured_numbers_win_over_profile():
+    plan = gunicorn_plan(facts(), profile="cpu", cpu_ms=1, wait_ms=49)
+    assert plan["worker_class"] == "gthread"
+    assert "measured 1 ms CPU + 49 ms waiting" in plan["explain"][0]
+
+
+def test_default_profile_is_mixed():
+    assert gunicorn_plan(facts()) == gunicorn_plan(facts(), profile="mixed")
+
+
+def test_output_keys():
+    plan = gunicorn_plan(facts())
+    assert set(plan) >= {
+        "worker_class", "workers", "threads", "worker_connections", "max_requests", "max_requests_jitter",
+        "timeout", "graceful_timeout", "keepalive", "backlog", "concurrency", "memory_mb", "memory_peak_mb",
+        "db_pool_size", "nginx", "systemd", "explain",
+    }
+    assert set(plan["nginx"]) >= {"proxy_read_timeout", "proxy_connect_timeout", "upstream_keepalive",
+                                  "upstream_keepalive_timeout"}
+    assert set(plan["systemd"]) == {"TimeoutStopSec", "MemoryHigh", "MemoryMax"}
+    assert all(isinstance(line, str) and line.endswith(".") for line in plan["explain"])
+
+
+# 9. Bad input names the field and the value.
+@pytest.mark.parametrize(
+    ("host", "kwargs", "field", "shown"),
+    [
+        (facts(), {"profile": "web"}, "profile", "'web'"),
+        (facts(), {"worker_class": "uvicorn"}, "worker_class", "'uvicorn'"),
+        (facts(), {"cpu_ms": -1, "wait_ms": 5}, "cpu_ms", "-1"),
+        (facts(), {"cpu_ms": 0, "wait_ms": 5}, "cpu_ms", "0"),
+        (facts(), {"cpu_ms": 1, "wait_ms": float("nan")}, "wait_ms", "nan"),
+        (facts(), {"cpu_ms": "2", "wait_ms": 5}, "cpu_ms", "'2' (str)"),
+        (facts(), {"cpu_ms": 2}, "wait_ms", "must be given together with cpu_ms"),
+        (facts(), {"worker_rss_mb": 0}, "worker_rss_mb", "0"),
+        (facts(), {"memory_share": 1.5}, "memory_share", "1.5"),
+        (facts(), {"max_workers": "four"}, "max_workers", "'four'"),
+        (facts(), {"min_workers": 2.5}, "min_workers", "2.5"),
+        (facts(), {"min_workers": 4, "max_workers": 2}, "max_workers", "2"),
+        (facts(), {"timeout": True}, "timeout", "True (bool)"),
+        (facts(), {"upstream_keepalive": "yes"}, "upstream_keepalive", "'yes'"),
+        (facts(), {"threads": 4}, "threads", "is not a known option"),
+        (facts(), {"memory_reserve_mb": 4096}, "memory_reserve_mb", "4096"),
+        ({"memtotal_mb": 1024}, {}, "processor_vcpus", "missing"),
+        ({"processor_vcpus": 2}, {}, "memtotal_mb", "missing"),
+        (facts(cpus="2"), {}, "processor_vcpus", "'2' (str)"),
+        (facts(mem=float("inf")), {}, "memtotal_mb", "inf"),
+        ("not facts", {}, "facts", "'not facts'"),
+        (facts(flaskops_resources={"cpus": -1}), {}, "flaskops_resources.cpus", "-1"),
+    ],
+)
+def test_bad_input_names_field_and_value(host, kwargs, field, shown):
+    with pytest.raises(TuningError) as err:
+        gunicorn_plan(host, **kwargs)
+    assert err.value.field == field
+    assert "'%s'" % field in str(err.value)
+    assert shown in str(err.value)
+
+
+# nginx sizing.
+def test_nginx_workers_are_effective_cpus_rounded_up():
+    assert nginx_plan(facts(8, 16384))["worker_processes"] == 8
+    limited = facts(8, 16384, flaskops_resources={"cpus": 1.5, "memory_mb": 768})
+    assert nginx_plan(limited)["worker_processes"] == 2
+
+
+def test_nginx_connections_follow_the_apps():
+    big = gunicorn_plan(facts(2, 65536), profile="io", max_threads=512)
+    plan = nginx_plan(facts(2, 65536), plans=[big, big])
+    assert plan["upstream_slots"] == 2 * big["concurrency"]
+    assert plan["worker_connections"] * plan["worker_processes"] >= 8 * plan["upstream_slots"]
+    assert plan["worker_rlimit_nofile"] >= 2 * plan["worker_connections"]
+    assert nginx_plan(facts(2, 65536))["worker_connections"] == 1024
+
+
+def test_nginx_nofile_ceiling():
+    plan = nginx_plan(facts(1, 4096), extra_connections=100000, max_nofile=4096)
+    assert plan["worker_rlimit_nofile"] == 4096
+    assert plan["worker_connections"] * 2 <= 4096
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [({"plans": "x"}, "plans"), ({"plans": [{"workers": 1}]}, "plans[0]"), ({"extra_connections": -1},
+                                                                            "extra_connections"),
+     ({"workers": 2}, "workers"), ({"max_nofile": 10}, "max_nofile")],
+)
+def test_nginx_bad_input(kwargs, field):
+    with pytest.raises(TuningError) as err:
+        nginx_plan(facts(), **kwargs)
+    assert err.value.field == field
+
+
+def test_error_shows_builtin_type_of_subclassed_values():
+    class TaggedStr(str):
+        """Stands in for the tagged str subclass ansible-core 2.19 passes."""
+
+    with pytest.raises(TuningError) as err:
+        gunicorn_plan(facts(), profile=TaggedStr("web"))
+    assert str(err.value) == "'profile' must be one of cpu, io, mixed, got 'web' (str)"
