@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) 2026, flaskops.stack contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
@@ -17,7 +16,8 @@ description:
 positional: _input
 options:
   _input:
-    description: The host's facts, C(ansible_facts) or C(hostvars[host]), as for P(flaskops.stack.gunicorn_tuning#filter).
+    description:
+      - The host's facts, C(ansible_facts) or C(hostvars[host]), as for P(flaskops.stack.gunicorn_tuning#filter).
     type: dict
     required: true
   plans:

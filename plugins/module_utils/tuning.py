@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) 2026, flaskops.stack contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Sizing model for a gunicorn + nginx + systemd Flask stack.
@@ -143,6 +142,7 @@ def _plain(value):
 
 # --- Input checking -------------------------------------------------------
 
+
 def _number(field, value, minimum=None, exclusive=False, integer=False, maximum=None):
     """Return ``value`` as a float/int after checking it, or raise TuningError."""
     kind = "a whole number" if integer else "a number"
@@ -196,24 +196,30 @@ def host_resources(facts):
     if resources.get("cpus") is not None:
         cpus.append(_number(res_key + ".cpus", resources["cpus"], minimum=0, exclusive=True))
     if not cpus:
-        raise TuningError("processor_vcpus", vcpus,
-                          "is missing: gather facts (or run flaskops.stack.resource_facts) first")
+        raise TuningError(
+            "processor_vcpus", vcpus, "is missing: gather facts (or run flaskops.stack.resource_facts) first"
+        )
     memory = []
     if memtotal is not None:
         memory.append(_number(mem_key, memtotal, minimum=0, exclusive=True))
     if resources.get("memory_mb") is not None:
         memory.append(_number(res_key + ".memory_mb", resources["memory_mb"], minimum=0, exclusive=True))
     if not memory:
-        raise TuningError("memtotal_mb", memtotal,
-                          "is missing: gather facts (or run flaskops.stack.resource_facts) first")
+        raise TuningError(
+            "memtotal_mb", memtotal, "is missing: gather facts (or run flaskops.stack.resource_facts) first"
+        )
 
     c, m = min(cpus), int(min(memory))
     if len(cpus) > 1 and cpus[1] < cpus[0]:
-        notes.append("The cgroup CPU limit (%g CPUs) is below the %g vCPUs the host shows, so the plan uses %g."
-                     % (cpus[1], cpus[0], c))
+        notes.append(
+            "The cgroup CPU limit (%g CPUs) is below the %g vCPUs the host shows, so the plan uses %g."
+            % (cpus[1], cpus[0], c)
+        )
     if len(memory) > 1 and memory[1] < memory[0]:
-        notes.append("The cgroup memory limit (%d MiB) is below the host's %d MiB, so the plan uses %d MiB."
-                     % (memory[1], memory[0], m))
+        notes.append(
+            "The cgroup memory limit (%d MiB) is below the host's %d MiB, so the plan uses %d MiB."
+            % (memory[1], memory[0], m)
+        )
     return c, m, notes
 
 
@@ -221,8 +227,9 @@ def _check_workload(workload):
     """Merge ``workload`` over the defaults, rejecting unknown or bad values."""
     unknown = sorted(set(workload) - set(WORKLOAD_DEFAULTS))
     if unknown:
-        raise TuningError(unknown[0], workload[unknown[0]],
-                          "is not a known option (known: %s)" % ", ".join(sorted(WORKLOAD_DEFAULTS)))
+        raise TuningError(
+            unknown[0], workload[unknown[0]], "is not a known option (known: %s)" % ", ".join(sorted(WORKLOAD_DEFAULTS))
+        )
     w = dict(WORKLOAD_DEFAULTS)
     w.update({k: v for k, v in workload.items() if v is not None})
 
@@ -232,8 +239,9 @@ def _check_workload(workload):
         raise TuningError("worker_class", w["worker_class"], "must be one of %s" % ", ".join(WORKER_CLASSES))
     if (w["cpu_ms"] is None) != (w["wait_ms"] is None):
         missing = "wait_ms" if w["wait_ms"] is None else "cpu_ms"
-        raise TuningError(missing, None, "must be given together with %s"
-                          % ("cpu_ms" if missing == "wait_ms" else "wait_ms"))
+        raise TuningError(
+            missing, None, "must be given together with %s" % ("cpu_ms" if missing == "wait_ms" else "wait_ms")
+        )
     if w["cpu_ms"] is not None:
         w["cpu_ms"] = _number("cpu_ms", w["cpu_ms"], minimum=0, exclusive=True)
         w["wait_ms"] = _number("wait_ms", w["wait_ms"], minimum=0)
@@ -248,8 +256,7 @@ def _check_workload(workload):
         if w[field] is not None:
             w[field] = _number(field, w[field], minimum=1, integer=True)
     if w["max_workers"] is not None and w["max_workers"] < w["min_workers"]:
-        raise TuningError("max_workers", w["max_workers"],
-                          "must be at least min_workers (%d)" % w["min_workers"])
+        raise TuningError("max_workers", w["max_workers"], "must be at least min_workers (%d)" % w["min_workers"])
     w["timeout"] = _number("timeout", w["timeout"], minimum=0, exclusive=True, integer=True)
     w["max_requests"] = _number("max_requests", w["max_requests"], minimum=0, integer=True)
     if not isinstance(w["upstream_keepalive"], bool):
@@ -258,6 +265,7 @@ def _check_workload(workload):
 
 
 # --- The model ------------------------------------------------------------
+
 
 def default_reserve_mb(memory_mb):
     """Memory kept for the OS, nginx and page cache: 10 % of RAM, 256 MiB to
@@ -290,9 +298,10 @@ def gunicorn_plan(facts, **workload):
     share = cpu_ms / (cpu_ms + wait_ms)
     cores = max(1, math.ceil(cpus - 1e-9))
     busy = cpus / share  # requests in flight that keep every CPU busy
-    explain.append("The host has %g effective CPUs and %d MiB of memory; %s gives a CPU share of %.1f %%, "
-                   "so about %.1f requests in flight keep the CPUs busy."
-                   % (cpus, memory_mb, source, share * 100, busy))
+    explain.append(
+        "The host has %g effective CPUs and %d MiB of memory; %s gives a CPU share of %.1f %%, "
+        "so about %.1f requests in flight keep the CPUs busy." % (cpus, memory_mb, source, share * 100, busy)
+    )
 
     # Processes: one per core plus a spare, whatever the class. The spare
     # keeps a core busy while another worker recycles, collects garbage or is
@@ -300,8 +309,10 @@ def gunicorn_plan(facts, **workload):
     workers = cores + 1
     clamped = _clamp(workers, w["min_workers"], w["max_workers"])
     if clamped != workers:
-        explain.append("Workers set to %d by min_workers=%s / max_workers=%s (one per core plus a spare is %d)."
-                       % (clamped, w["min_workers"], w["max_workers"], workers))
+        explain.append(
+            "Workers set to %d by min_workers=%s / max_workers=%s (one per core plus a spare is %d)."
+            % (clamped, w["min_workers"], w["max_workers"], workers)
+        )
     workers = clamped
 
     # Worker class: sync when one request per process already keeps every
@@ -311,12 +322,16 @@ def gunicorn_plan(facts, **workload):
         explain.append("worker_class '%s' was set explicitly." % worker_class)
     elif math.ceil(busy - 1e-9) <= cores + 1:
         worker_class = "sync"
-        explain.append("Requests are CPU-bound: %d sync workers (one per core plus a spare) already hold the "
-                       "%.1f requests that keep the CPUs busy." % (cores + 1, busy))
+        explain.append(
+            "Requests are CPU-bound: %d sync workers (one per core plus a spare) already hold the "
+            "%.1f requests that keep the CPUs busy." % (cores + 1, busy)
+        )
     else:
         worker_class = "gthread"
-        explain.append("Requests wait more than they compute: gthread workers, so threads hold the %.1f requests "
-                       "that keep the CPUs busy (one per core plus a spare cannot)." % busy)
+        explain.append(
+            "Requests wait more than they compute: gthread workers, so threads hold the %.1f requests "
+            "that keep the CPUs busy (one per core plus a spare cannot)." % busy
+        )
 
     # Slots per process: threads for gthread, connections for gevent, 1 for
     # sync. Little's law plus burst headroom.
@@ -324,20 +339,29 @@ def gunicorn_plan(facts, **workload):
     slot_cap = {"sync": 1, "gthread": w["max_threads"], "gevent": GEVENT_MAX_CONNECTIONS}[worker_class]
     slots = max(1, min(slot_cap, math.ceil(wanted / workers)))
     if worker_class != "sync":
-        explain.append("%s: %d workers x %d %s to hold %d requests in flight (%.0f %% burst headroom)."
-                       % (worker_class, workers, slots, "threads" if worker_class == "gthread" else "connections",
-                          wanted, (BURST_HEADROOM - 1) * 100))
+        explain.append(
+            "%s: %d workers x %d %s to hold %d requests in flight (%.0f %% burst headroom)."
+            % (
+                worker_class,
+                workers,
+                slots,
+                "threads" if worker_class == "gthread" else "connections",
+                wanted,
+                (BURST_HEADROOM - 1) * 100,
+            )
+        )
         if slots * workers < wanted:
-            explain.append("%s caps each worker at %d; raise it (or min_workers) to hold more."
-                           % ("max_threads" if worker_class == "gthread" else "gevent", slot_cap))
+            explain.append(
+                "%s caps each worker at %d; raise it (or min_workers) to hold more."
+                % ("max_threads" if worker_class == "gthread" else "gevent", slot_cap)
+            )
 
     # Database connections: workers x slots <= db_pool_max.
     db = w["db_pool_max"]
     if db is not None and workers * slots > db:
         workers = min(workers, db)
         slots = max(1, min(slots, db // workers))
-        explain.append("db_pool_max=%d limits the plan to %d workers x %d concurrent requests."
-                       % (db, workers, slots))
+        explain.append("db_pool_max=%d limits the plan to %d workers x %d concurrent requests." % (db, workers, slots))
     target = workers * slots
 
     # Memory: two generations of workers during a HUP must fit the budget.
@@ -345,8 +369,11 @@ def gunicorn_plan(facts, **workload):
     if reserve is None:
         reserve = default_reserve_mb(memory_mb)
     if reserve >= memory_mb:
-        raise TuningError("memory_reserve_mb", w["memory_reserve_mb"],
-                          "must be below the host's effective memory (%d MiB)" % memory_mb)
+        raise TuningError(
+            "memory_reserve_mb",
+            w["memory_reserve_mb"],
+            "must be below the host's effective memory (%d MiB)" % memory_mb,
+        )
     budget = (memory_mb - reserve) * w["memory_share"]
     rss, trss = w["worker_rss_mb"], w["thread_rss_mb"]
 
@@ -354,14 +381,17 @@ def gunicorn_plan(facts, **workload):
         return MASTER_RSS_MB + 2 * n_workers * (rss + n_threads * trss)
 
     threads = slots if worker_class == "gthread" else 1
-    explain.append("Memory budget: (%d - %d reserve) x %g share = %d MiB, which must hold two generations "
-                   "of workers during a reload." % (memory_mb, reserve, w["memory_share"], budget))
+    explain.append(
+        "Memory budget: (%d - %d reserve) x %g share = %d MiB, which must hold two generations "
+        "of workers during a reload." % (memory_mb, reserve, w["memory_share"], budget)
+    )
     if peak(workers, threads) > budget:
         fit_single = int((budget - MASTER_RSS_MB) // (2 * (rss + trss))) if budget > MASTER_RSS_MB else 0
         fitted = max(1, min(workers, fit_single))
         if fitted < workers:
-            explain.append("Memory caps workers at %d (each needs %g MiB, twice over during a reload)."
-                           % (fitted, rss + trss))
+            explain.append(
+                "Memory caps workers at %d (each needs %g MiB, twice over during a reload)." % (fitted, rss + trss)
+            )
             workers = fitted
         want = max(1, min(slot_cap, math.ceil(target / workers), db // workers if db is not None else slot_cap))
         if worker_class == "gevent":
@@ -378,9 +408,11 @@ def gunicorn_plan(facts, **workload):
                 explain.append("Memory sets threads to %d per worker (%g MiB each)." % (fit, trss))
             threads = slots = fit
         if peak(workers, threads) > budget:
-            explain.append("Warning: even %d worker with %d thread needs %d MiB during a reload, more than the "
-                           "%d MiB budget; planning it anyway. Add memory, raise memory_share, or lower "
-                           "worker_rss_mb/memory_reserve_mb." % (workers, threads, peak(workers, threads), budget))
+            explain.append(
+                "Warning: even %d worker with %d thread needs %d MiB during a reload, more than the "
+                "%d MiB budget; planning it anyway. Add memory, raise memory_share, or lower "
+                "worker_rss_mb/memory_reserve_mb." % (workers, threads, peak(workers, threads), budget)
+            )
     per_worker = slots
     concurrency = workers * per_worker
     if worker_class == "gevent":
@@ -390,17 +422,26 @@ def gunicorn_plan(facts, **workload):
         worker_connections = threads * 2
     else:
         worker_connections = threads
-    explain.append("Plan: %d %s workers x %d %s = %d requests in flight; each worker should use a database "
-                   "pool of %d." % (workers, worker_class, per_worker,
-                                    "connections" if worker_class == "gevent" else "threads",
-                                    concurrency, per_worker))
+    explain.append(
+        "Plan: %d %s workers x %d %s = %d requests in flight; each worker should use a database "
+        "pool of %d."
+        % (
+            workers,
+            worker_class,
+            per_worker,
+            "connections" if worker_class == "gevent" else "threads",
+            concurrency,
+            per_worker,
+        )
+    )
 
     # Recycling.
     max_requests = w["max_requests"]
-    jitter = int(round(max_requests * MAX_REQUESTS_JITTER_SHARE))
+    jitter = round(max_requests * MAX_REQUESTS_JITTER_SHARE)
     if max_requests:
-        explain.append("Workers recycle after %d requests (+ up to %d jitter) to bound memory growth."
-                       % (max_requests, jitter))
+        explain.append(
+            "Workers recycle after %d requests (+ up to %d jitter) to bound memory growth." % (max_requests, jitter)
+        )
 
     # Timeout chain.
     timeout = w["timeout"]
@@ -409,16 +450,21 @@ def gunicorn_plan(facts, **workload):
     if w["upstream_keepalive"] and not keepalive_on:
         explain.append("Upstream keep-alive is off: gunicorn's sync workers close every connection.")
     upstream_keepalive_timeout = UPSTREAM_KEEPALIVE_TIMEOUT_S if keepalive_on else 0
-    keepalive = (upstream_keepalive_timeout + UPSTREAM_KEEPALIVE_MARGIN_S if keepalive_on
-                 else GUNICORN_DEFAULT_KEEPALIVE_S)
+    keepalive = (
+        upstream_keepalive_timeout + UPSTREAM_KEEPALIVE_MARGIN_S if keepalive_on else GUNICORN_DEFAULT_KEEPALIVE_S
+    )
     stop_timeout = graceful + STOP_MARGIN_S
     read_timeout = timeout + READ_TIMEOUT_MARGIN_S
-    explain.append("Timeouts: gunicorn timeout %ds and graceful_timeout %ds; nginx proxy_read_timeout %ds "
-                   "(>= timeout); systemd TimeoutStopSec %ds (> graceful_timeout)."
-                   % (timeout, graceful, read_timeout, stop_timeout))
+    explain.append(
+        "Timeouts: gunicorn timeout %ds and graceful_timeout %ds; nginx proxy_read_timeout %ds "
+        "(>= timeout); systemd TimeoutStopSec %ds (> graceful_timeout)."
+        % (timeout, graceful, read_timeout, stop_timeout)
+    )
     if keepalive_on:
-        explain.append("nginx reuses upstream connections for %ds; gunicorn keepalive is %ds so the server "
-                       "never closes a connection nginx may still reuse." % (upstream_keepalive_timeout, keepalive))
+        explain.append(
+            "nginx reuses upstream connections for %ds; gunicorn keepalive is %ds so the server "
+            "never closes a connection nginx may still reuse." % (upstream_keepalive_timeout, keepalive)
+        )
 
     # Listen backlog: room for a burst of several times the concurrency.
     backlog = min(BACKLOG_MAX, max(BACKLOG_MIN, 1 << (4 * concurrency - 1).bit_length()))
@@ -429,8 +475,10 @@ def gunicorn_plan(facts, **workload):
     peak_mb = peak(workers, threads)
     memory_max = int(min(memory_mb, max(budget, peak_mb)))
     memory_high = int(min(memory_max, max(peak_mb, memory_max * 0.9)))
-    explain.append("Memory: about %d MiB steady and %d MiB during a reload; systemd MemoryHigh=%dM, "
-                   "MemoryMax=%dM." % (steady, peak_mb, memory_high, memory_max))
+    explain.append(
+        "Memory: about %d MiB steady and %d MiB during a reload; systemd MemoryHigh=%dM, "
+        "MemoryMax=%dM." % (steady, peak_mb, memory_high, memory_max)
+    )
 
     return {
         "worker_class": worker_class,
@@ -446,8 +494,8 @@ def gunicorn_plan(facts, **workload):
         "concurrency": int(concurrency),
         "cpus": cpus,
         "memory_budget_mb": int(budget),
-        "memory_mb": int(math.ceil(steady)),
-        "memory_peak_mb": int(math.ceil(peak_mb)),
+        "memory_mb": math.ceil(steady),
+        "memory_peak_mb": math.ceil(peak_mb),
         "db_pool_size": int(per_worker),
         "nginx": {
             "proxy_read_timeout": read_timeout,
@@ -478,8 +526,9 @@ def nginx_plan(facts, **options):
     """
     unknown = sorted(set(options) - set(NGINX_OPTIONS))
     if unknown:
-        raise TuningError(unknown[0], options[unknown[0]],
-                          "is not a known option (known: %s)" % ", ".join(NGINX_OPTIONS))
+        raise TuningError(
+            unknown[0], options[unknown[0]], "is not a known option (known: %s)" % ", ".join(NGINX_OPTIONS)
+        )
     plans = options.get("plans")
     extra_connections = options.get("extra_connections")
     max_nofile = options.get("max_nofile")
@@ -497,15 +546,24 @@ def nginx_plan(facts, **options):
         total += _number("plans[%d].concurrency" % index, plan["concurrency"], minimum=1, integer=True)
     extra = _number("extra_connections", extra_connections, minimum=0, integer=True)
     workers = max(1, math.ceil(cpus - 1e-9))
-    explain.append("worker_processes %d: the effective CPUs (%g), not 'auto', which ignores cgroup limits."
-                   % (workers, cpus))
+    explain.append(
+        "worker_processes %d: the effective CPUs (%g), not 'auto', which ignores cgroup limits." % (workers, cpus)
+    )
     needed = NGINX_CONNECTIONS_PER_SLOT * total + extra
     per_worker = max(NGINX_MIN_WORKER_CONNECTIONS, math.ceil(needed / float(workers)))
     per_worker = int(math.ceil(per_worker / 256.0) * 256)
-    explain.append("worker_connections %d: %d upstream request slots x %d connections each%s, spread over "
-                   "%d workers (never below %d)." % (per_worker, total, NGINX_CONNECTIONS_PER_SLOT,
-                                                     " + %d extra" % extra if extra else "", workers,
-                                                     NGINX_MIN_WORKER_CONNECTIONS))
+    explain.append(
+        "worker_connections %d: %d upstream request slots x %d connections each%s, spread over "
+        "%d workers (never below %d)."
+        % (
+            per_worker,
+            total,
+            NGINX_CONNECTIONS_PER_SLOT,
+            " + %d extra" % extra if extra else "",
+            workers,
+            NGINX_MIN_WORKER_CONNECTIONS,
+        )
+    )
     nofile = per_worker * NGINX_FDS_PER_CONNECTION + 64
     if max_nofile is not None:
         limit = _number("max_nofile", max_nofile, minimum=64, integer=True)
@@ -513,8 +571,10 @@ def nginx_plan(facts, **options):
             per_worker = max(1, (limit - 64) // NGINX_FDS_PER_CONNECTION)
             nofile = limit
             explain.append("max_nofile=%d caps worker_connections at %d." % (limit, per_worker))
-    explain.append("worker_rlimit_nofile %d: %d descriptors per connection plus 64 for logs and files."
-                   % (nofile, NGINX_FDS_PER_CONNECTION))
+    explain.append(
+        "worker_rlimit_nofile %d: %d descriptors per connection plus 64 for logs and files."
+        % (nofile, NGINX_FDS_PER_CONNECTION)
+    )
     return {
         "worker_processes": workers,
         "worker_connections": int(per_worker),

@@ -142,10 +142,10 @@ ansible_facts:
           sample: 2
 """
 
-import os  # noqa: E402 - the documentation comes first in Ansible modules
-import posixpath  # noqa: E402
+import os
+import posixpath
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
 
 MIB = 1024 * 1024
 

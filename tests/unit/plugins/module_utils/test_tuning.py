@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) 2026, flaskops.stack contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Behaviour of the sizing model, one test (or a few) per promise in the README."""
@@ -125,10 +124,15 @@ def test_cgroup_memory_limit_wins_and_bounds_the_unit():
 
 
 def test_hostvars_form_and_nested_ansible_facts():
-    hostvars = {"ansible_processor_vcpus": 4, "ansible_memtotal_mb": 8192,
-                "ansible_flaskops_resources": {"cpus": 2.0, "memory_mb": 4096}}
-    nested = {"inventory_hostname": "web1", "ansible_facts": facts(4, 8192, flaskops_resources={"cpus": 2.0,
-                                                                                                "memory_mb": 4096})}
+    hostvars = {
+        "ansible_processor_vcpus": 4,
+        "ansible_memtotal_mb": 8192,
+        "ansible_flaskops_resources": {"cpus": 2.0, "memory_mb": 4096},
+    }
+    nested = {
+        "inventory_hostname": "web1",
+        "ansible_facts": facts(4, 8192, flaskops_resources={"cpus": 2.0, "memory_mb": 4096}),
+    }
     expected = gunicorn_plan(facts(2, 4096), profile="io")
     assert gunicorn_plan(hostvars, profile="io")["workers"] == expected["workers"]
     assert gunicorn_plan(nested, profile="io")["threads"] == expected["threads"]
@@ -202,12 +206,30 @@ def test_default_profile_is_mixed():
 def test_output_keys():
     plan = gunicorn_plan(facts())
     assert set(plan) >= {
-        "worker_class", "workers", "threads", "worker_connections", "max_requests", "max_requests_jitter",
-        "timeout", "graceful_timeout", "keepalive", "backlog", "concurrency", "memory_mb", "memory_peak_mb",
-        "db_pool_size", "nginx", "systemd", "explain",
+        "worker_class",
+        "workers",
+        "threads",
+        "worker_connections",
+        "max_requests",
+        "max_requests_jitter",
+        "timeout",
+        "graceful_timeout",
+        "keepalive",
+        "backlog",
+        "concurrency",
+        "memory_mb",
+        "memory_peak_mb",
+        "db_pool_size",
+        "nginx",
+        "systemd",
+        "explain",
     }
-    assert set(plan["nginx"]) >= {"proxy_read_timeout", "proxy_connect_timeout", "upstream_keepalive",
-                                  "upstream_keepalive_timeout"}
+    assert set(plan["nginx"]) >= {
+        "proxy_read_timeout",
+        "proxy_connect_timeout",
+        "upstream_keepalive",
+        "upstream_keepalive_timeout",
+    }
     assert set(plan["systemd"]) == {"TimeoutStopSec", "MemoryHigh", "MemoryMax"}
     assert all(isinstance(line, str) and line.endswith(".") for line in plan["explain"])
 
@@ -272,9 +294,13 @@ def test_nginx_nofile_ceiling():
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"plans": "x"}, "plans"), ({"plans": [{"workers": 1}]}, "plans[0]"), ({"extra_connections": -1},
-                                                                            "extra_connections"),
-     ({"workers": 2}, "workers"), ({"max_nofile": 10}, "max_nofile")],
+    [
+        ({"plans": "x"}, "plans"),
+        ({"plans": [{"workers": 1}]}, "plans[0]"),
+        ({"extra_connections": -1}, "extra_connections"),
+        ({"workers": 2}, "workers"),
+        ({"max_nofile": 10}, "max_nofile"),
+    ],
 )
 def test_nginx_bad_input(kwargs, field):
     with pytest.raises(TuningError) as err:

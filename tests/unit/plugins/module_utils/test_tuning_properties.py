@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) 2026, flaskops.stack contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Invariants of the sizing model over wide input ranges (hypothesis).
@@ -145,6 +144,5 @@ def test_longer_waits_never_less_concurrency(cpus, mem, cpu, w1, w2, w):
 @given(vcpus, st.integers(min_value=8192, max_value=2 * 1024 * 1024))
 def test_ample_memory_io_holds_littles_law(cpus, mem):
     """With memory to spare and no caps, concurrency covers C / f."""
-    plan = gunicorn_plan(host(cpus, mem), cpu_ms=2, wait_ms=48, max_threads=10000, worker_rss_mb=20,
-                         thread_rss_mb=0)
+    plan = gunicorn_plan(host(cpus, mem), cpu_ms=2, wait_ms=48, max_threads=10000, worker_rss_mb=20, thread_rss_mb=0)
     assert plan["concurrency"] >= math.ceil(cpus / (2 / 50))
