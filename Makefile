@@ -14,10 +14,12 @@ PY_VERSION = $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[
 
 # ansible-test and the collection loader need the collection at
 # ansible_collections/flaskops/stack. Unit tests import through a symlink;
-# ansible-test needs a real directory (it resolves its working directory), so
-# sanity and integration run on a copy of the tracked and untracked files.
+# ansible-test needs a real directory (it resolves its working directory) that
+# is not inside this git work tree (it would list files with git, and .build/
+# is ignored), so sanity and integration run on a copy, outside the clone, of
+# the tracked and untracked files.
 LINK_ROOT := $(CURDIR)/.build/link
-COPY_ROOT := $(CURDIR)/.build/copy
+COPY_ROOT := $(or $(TMPDIR),/tmp)/flaskops-stack-$(shell printf %s '$(CURDIR)' | md5sum | cut -c1-12)
 COPY_DIR := $(COPY_ROOT)/ansible_collections/flaskops/stack
 
 export ANSIBLE_COLLECTIONS_PATH := $(LINK_ROOT)
@@ -92,4 +94,4 @@ build: venv ## Build the collection tarball
 
 .PHONY: clean
 clean: ## Remove build output (keeps .venv)
-	rm -rf .build tests/output .pytest_cache .hypothesis .ruff_cache flaskops-stack-*.tar.gz
+	rm -rf .build $(COPY_ROOT) tests/output .pytest_cache .hypothesis .ruff_cache flaskops-stack-*.tar.gz

@@ -289,7 +289,7 @@ def gunicorn_plan(facts, **workload):
 
     # CPU share of a request.
     if w["cpu_ms"] is not None:
-        cpu_ms, wait_ms = w["cpu_ms"], w["wait_ms"]
+        cpu_ms, wait_ms = float(w["cpu_ms"]), float(w["wait_ms"])
         source = "measured %g ms CPU + %g ms waiting per request" % (cpu_ms, wait_ms)
     else:
         profile = w["profile"] or DEFAULT_PROFILE
@@ -359,6 +359,7 @@ def gunicorn_plan(facts, **workload):
     # Database connections: workers x slots <= db_pool_max.
     db = w["db_pool_max"]
     if db is not None and workers * slots > db:
+        db = int(db)
         workers = min(workers, db)
         slots = max(1, min(slots, db // workers))
         explain.append("db_pool_max=%d limits the plan to %d workers x %d concurrent requests." % (db, workers, slots))
