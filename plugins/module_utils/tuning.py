@@ -172,6 +172,19 @@ def _lookup(facts, name):
     return name, None
 
 
+def _effective(name, host, limit):
+    """The smaller of a host fact and its cgroup limit, each ``(key, value)``.
+
+    Returns ``(value, (host, limit))`` where the second item is set only when
+    the limit is below the host value; raises when both are missing.
+    """
+    values = [_number(key, value, minimum=0, exclusive=True) for key, value in (host, limit) if value is not None]
+    if not values:
+        raise TuningError(name, None, "is missing: gather facts (or run flaskops.stack.resource_facts) first")
+    lower = len(values) == 2 and values[1] < values[0]
+    return min(values), (tuple(values) if lower else None)
+
+
 def host_resources(facts):
     """Effective CPUs and memory (MiB) from facts; cgroup limits win.
 
@@ -190,35 +203,18 @@ def host_resources(facts):
         raise TuningError(res_key, resources, "must be the dict set by flaskops.stack.resource_facts")
     resources = resources or {}
 
-    cpus = []
-    if vcpus is not None:
-        cpus.append(_number(cpu_key, vcpus, minimum=0, exclusive=True))
-    if resources.get("cpus") is not None:
-        cpus.append(_number(res_key + ".cpus", resources["cpus"], minimum=0, exclusive=True))
-    if not cpus:
-        raise TuningError(
-            "processor_vcpus", vcpus, "is missing: gather facts (or run flaskops.stack.resource_facts) first"
-        )
-    memory = []
-    if memtotal is not None:
-        memory.append(_number(mem_key, memtotal, minimum=0, exclusive=True))
-    if resources.get("memory_mb") is not None:
-        memory.append(_number(res_key + ".memory_mb", resources["memory_mb"], minimum=0, exclusive=True))
-    if not memory:
-        raise TuningError(
-            "memtotal_mb", memtotal, "is missing: gather facts (or run flaskops.stack.resource_facts) first"
-        )
-
-    c, m = min(cpus), int(min(memory))
-    if len(cpus) > 1 and cpus[1] < cpus[0]:
+    c, cpu_note = _effective("processor_vcpus", (cpu_key, vcpus), (res_key + ".cpus", resources.get("cpus")))
+    m, mem_note = _effective("memtotal_mb", (mem_key, memtotal), (res_key + ".memory_mb", resources.get("memory_mb")))
+    m = int(m)
+    if cpu_note:
         notes.append(
             "The cgroup CPU limit (%g CPUs) is below the %g vCPUs the host shows, so the plan uses %g."
-            % (cpus[1], cpus[0], c)
+            % (cpu_note[1], cpu_note[0], c)
         )
-    if len(memory) > 1 and memory[1] < memory[0]:
+    if mem_note:
         notes.append(
             "The cgroup memory limit (%d MiB) is below the host's %d MiB, so the plan uses %d MiB."
-            % (memory[1], memory[0], m)
+            % (mem_note[1], mem_note[0], m)
         )
     return c, m, notes
 
