@@ -1,11 +1,19 @@
 # Copyright: (c) 2026, flaskops.stack contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Regenerate the generated parts of README.md from the code.
+"""Regenerate the generated parts of README.md from the code, and check roles.
 
-No ecosystem tool renders tables of a filter's *results*, so this script
-does: it runs the real sizing model for a few host sizes and profiles and
-writes the table between the ``BEGIN/END GENERATED plans`` markers.
-``--check`` fails (exit 1) when README.md is out of date; ``make lint`` runs it.
+No ecosystem tool renders tables of a filter's *results* or README variable
+tables from role argument specs, so this script does:
+
+* ``plans`` / ``example``: runs the real sizing model for a few host sizes and
+  profiles and writes the table and worked example;
+* ``vars-<role>``: one table per role from ``meta/argument_specs.yml``;
+* it fails when a role's ``meta/argument_specs.yml`` and ``defaults/main.yml``
+  drift apart (a key in one and not the other, or different default values).
+
+Sections sit between ``<!-- BEGIN GENERATED name ... -->`` and
+``<!-- END GENERATED name -->``. ``--check`` fails (exit 1) when README.md is
+out of date or a role's specs drift; ``make lint`` runs it.
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ import difflib
 import pathlib
 import re
 import sys
+
+import yaml
 
 from ansible_collections.flaskops.stack.plugins.module_utils.tuning import gunicorn_plan, nginx_plan
 
@@ -60,7 +70,77 @@ def worked_example():
     return "\n".join("%d. %s" % (i, line) for i, line in enumerate(plan["explain"], 1))
 
 
+ROLES = sorted(p.parent.parent.name for p in (ROOT / "roles").glob("*/meta/argument_specs.yml"))
+
+
+def _load(path):
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+def _spec(role):
+    return _load(ROOT / "roles" / role / "meta" / "argument_specs.yml")["argument_specs"]["main"]
+
+
+def spec_drift(role):
+    """Differences between a role's argument specs and its defaults."""
+    options = _spec(role).get("options", {})
+    defaults = _load(ROOT / "roles" / role / "defaults" / "main.yml")
+    problems = []
+    for key in sorted(set(defaults) - set(options)):
+        problems.append("%s: defaults/main.yml has %s, meta/argument_specs.yml does not" % (role, key))
+    for key, option in sorted(options.items()):
+        if option.get("required"):
+            if key in defaults:
+                problems.append("%s: %s is required in the specs but has a default" % (role, key))
+            continue
+        if key not in defaults:
+            problems.append("%s: meta/argument_specs.yml has %s, defaults/main.yml does not" % (role, key))
+        elif option.get("default") != defaults[key]:
+            problems.append(
+                "%s: %s defaults to %r in defaults/main.yml but %r in the specs"
+                % (role, key, defaults[key], option.get("default"))
+            )
+    return problems
+
+
+def _cell(text):
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _description(option):
+    text = option.get("description", "")
+    text = " ".join(text) if isinstance(text, list) else text
+    # Ansible doc markup C(x), O(x), V(x), P(x#type) -> Markdown code.
+    return re.sub(r"\b[COVP]\(([^()#]*(?:\([^()]*\))?[^()#]*)(?:#[a-z]+)?\)", r"`\1`", text)
+
+
+def _rows(options, prefix=""):
+    for key, option in sorted(options.items()):
+        kind = option.get("type", "str")
+        if kind == "list" and option.get("elements"):
+            kind = "list of %s" % option["elements"]
+        if option.get("choices"):
+            kind += " (%s)" % ", ".join(str(c) for c in option["choices"])
+        default = (
+            "required"
+            if option.get("required")
+            else "`%s`"
+            % yaml.safe_dump(option.get("default"), default_flow_style=True).strip().removesuffix("...").strip()
+        )
+        yield "| `%s%s` | %s | %s | %s |" % (prefix, key, _cell(kind), _cell(default), _cell(_description(option)))
+        if option.get("options"):
+            sub = "%s%s%s." % (prefix, key, "[]" if option.get("type") == "list" else "")
+            yield from _rows(option["options"], sub)
+
+
+def vars_table(role):
+    rows = ["| variable | type | default | description |", "|---|---|---|---|"]
+    rows.extend(_rows(_spec(role).get("options", {})))
+    return "\n".join(rows)
+
+
 SECTIONS = {"plans": plans_table, "example": worked_example}
+SECTIONS.update({"vars-%s" % role: (lambda r=role: vars_table(r)) for role in ROLES})
 
 
 def render(text):
@@ -78,6 +158,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if README.md is not up to date")
     args = parser.parse_args()
+    drift = [problem for role in ROLES for problem in spec_drift(role)]
+    for problem in drift:
+        print("argument specs drift: " + problem, file=sys.stderr)
+    if drift:
+        return 1
     current = README.read_text(encoding="utf-8")
     wanted = render(current)
     if args.check:

@@ -1,0 +1,225 @@
+"""Demo Flask app for flaskops.stack.
+
+WSGI entry point: ``flaskops_demo:app`` (or ``flaskops_demo:create_app()``).
+
+Endpoints, each cheap to reason about under load:
+
+- ``GET /``          HTML page: release id, pid, worker class when known.
+- ``GET /healthz``   ``{"status": "ok", "release": ..., "pid": ...}``.
+- ``GET /cpu``       pure-Python CPU work, ``?ms=`` (default 5).
+- ``GET /io``        ``?cpu_ms=`` CPU (default 1) then ``?wait_ms=`` sleep (default 50).
+- ``GET /mixed``     ``?cpu_ms=`` CPU (default 3) then ``?wait_ms=`` sleep (default 20).
+- ``POST /echo``     the request body back, with the request's content type.
+- ``GET /static/hello.txt``  a file from the package's ``static/`` directory (``STATIC_DIR``).
+- ``GET /alloc``     ``?mb=`` MiB allocated and touched, held ``?hold_s=`` seconds (default 0).
+- ``GET /sleep``     sleeps ``?s=`` seconds (default 1).
+
+The release id comes from the environment variable ``FLASKOPS_RELEASE`` (set by the deploy), read on
+every request, so a reload that changes it shows at once; it defaults to ``dev``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, jsonify, render_template_string, request
+
+__all__ = ["MIB", "STATIC_DIR", "app", "burn_cpu", "create_app", "release_id", "worker_class"]
+__version__ = "1.0.0"
+
+#: The package's static directory. nginx serves it from disk at ``/static/`` in production;
+#: ``python -m flaskops_demo static-dir`` prints it.
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+MIB = 1024 * 1024
+_PAGE = 4096
+
+# Upper bounds for the query parameters: a typo must not pin a worker for an hour.
+MAX_CPU_MS = 60_000.0
+MAX_WAIT_MS = 600_000.0
+MAX_SLEEP_S = 3_600.0
+MAX_ALLOC_MB = 65_536.0
+
+# gunicorn imports only the worker class it runs, in the master, before it forks the workers.
+_GUNICORN_WORKERS = {
+    "gunicorn.workers.gthread": "gthread",
+    "gunicorn.workers.ggevent": "gevent",
+    "gunicorn.workers.geventlet": "eventlet",
+    "gunicorn.workers.gtornado": "tornado",
+    "gunicorn.workers.sync": "sync",
+}
+
+_INDEX = """<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>flaskops.stack demo</title></head>
+<body>
+<h1>flaskops.stack demo</h1>
+<dl>
+<dt>Release</dt><dd id="release">{{ release }}</dd>
+<dt>PID</dt><dd id="pid">{{ pid }}</dd>
+<dt>Worker class</dt><dd id="worker-class">{{ worker_class or "unknown" }}</dd>
+<dt>Server</dt><dd id="server">{{ server or "unknown" }}</dd>
+</dl>
+<p><a href="/healthz">/healthz</a> · <a href="/cpu">/cpu</a> · <a href="/io">/io</a> ·
+<a href="/mixed">/mixed</a> · <a href="/static/hello.txt">/static/hello.txt</a></p>
+</body>
+</html>
+"""
+
+
+class BadParameter(ValueError):
+    """A query parameter that is not a number in range."""
+
+
+def release_id() -> str:
+    """The release id the deploy set in ``FLASKOPS_RELEASE``, or ``dev``."""
+    return os.environ.get("FLASKOPS_RELEASE") or "dev"
+
+
+def worker_class() -> str | None:
+    """The gunicorn worker class serving this process, if it can be told.
+
+    ``FLASKOPS_WORKER_CLASS`` wins when set; otherwise the gunicorn worker module loaded in this
+    process names it. ``None`` when not under gunicorn (Flask's dev server, the test client).
+    """
+    configured = os.environ.get("FLASKOPS_WORKER_CLASS")
+    if configured:
+        return configured
+    for module, name in _GUNICORN_WORKERS.items():
+        if module in sys.modules:
+            return name
+    return None
+
+
+def burn_cpu(ms: float) -> float:
+    """Run pure-Python arithmetic until this thread has used ``ms`` ms of CPU; return the CPU ms used."""
+    start = time.thread_time()
+    deadline = start + ms / 1000.0
+    x = 0
+    while time.thread_time() < deadline:
+        for i in range(500):
+            x = (x * 31 + i) % 1_000_003
+    return (time.thread_time() - start) * 1000.0
+
+
+def _wait(ms: float) -> float:
+    """Sleep ``ms`` ms; return the wall-clock ms slept."""
+    start = time.perf_counter()
+    if ms > 0:
+        time.sleep(ms / 1000.0)
+    return (time.perf_counter() - start) * 1000.0
+
+
+def _number(name: str, default: float, maximum: float) -> float:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadParameter(f"{name} must be a number, got {raw!r}") from None
+    if not 0 <= value <= maximum:
+        raise BadParameter(f"{name} must be between 0 and {maximum:g}, got {raw!r}")
+    return value
+
+
+def _rss_kib() -> int | None:
+    """Resident set size of this process in KiB (Linux), else None."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _work(default_cpu_ms: float, default_wait_ms: float, cpu_param: str = "cpu_ms") -> Response:
+    cpu_target = _number(cpu_param, default_cpu_ms, MAX_CPU_MS)
+    wait_target = _number("wait_ms", default_wait_ms, MAX_WAIT_MS)
+    start = time.perf_counter()
+    cpu_ms = burn_cpu(cpu_target) if cpu_target > 0 else 0.0
+    wait_ms = _wait(wait_target)
+    return jsonify(
+        pid=os.getpid(),
+        release=release_id(),
+        cpu_ms=round(cpu_ms, 3),
+        wait_ms=round(wait_ms, 3),
+        wall_ms=round((time.perf_counter() - start) * 1000.0, 3),
+    )
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the demo app; ``config`` updates ``app.config`` (tests pass ``{"TESTING": True}``)."""
+    flask_app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
+    if config:
+        flask_app.config.update(config)
+
+    @flask_app.errorhandler(BadParameter)
+    def bad_parameter(error: BadParameter) -> tuple[Response, int]:
+        return jsonify(error=str(error)), 400
+
+    @flask_app.get("/")
+    def index() -> str:
+        return render_template_string(
+            _INDEX,
+            release=release_id(),
+            pid=os.getpid(),
+            worker_class=worker_class(),
+            server=request.environ.get("SERVER_SOFTWARE"),
+        )
+
+    @flask_app.get("/healthz")
+    def healthz() -> Response:
+        return jsonify(status="ok", release=release_id(), pid=os.getpid())
+
+    @flask_app.get("/cpu")
+    def cpu() -> Response:
+        return _work(5.0, 0.0, cpu_param="ms")
+
+    @flask_app.get("/io")
+    def io() -> Response:
+        return _work(1.0, 50.0)
+
+    @flask_app.get("/mixed")
+    def mixed() -> Response:
+        return _work(3.0, 20.0)
+
+    @flask_app.post("/echo")
+    def echo() -> Response:
+        return Response(
+            request.get_data(),
+            status=200,
+            content_type=request.content_type or "application/octet-stream",
+        )
+
+    @flask_app.get("/alloc")
+    def alloc() -> Response:
+        mb = _number("mb", 1.0, MAX_ALLOC_MB)
+        hold_s = _number("hold_s", 0.0, MAX_SLEEP_S)
+        size = int(mb * MIB)
+        block = bytearray(size)
+        # bytearray() may get lazily mapped zero pages: write one byte per page so the memory is resident.
+        block[::_PAGE] = b"\x01" * len(range(0, size, _PAGE))
+        rss_kib = _rss_kib()
+        _wait(hold_s * 1000.0)
+        held = len(block)
+        del block
+        return jsonify(pid=os.getpid(), mb=mb, bytes=held, rss_kib=rss_kib)
+
+    @flask_app.get("/sleep")
+    def sleep() -> Response:
+        seconds = _number("s", 1.0, MAX_SLEEP_S)
+        slept_ms = _wait(seconds * 1000.0)
+        return jsonify(pid=os.getpid(), release=release_id(), slept_ms=round(slept_ms, 3))
+
+    return flask_app
+
+
+app = create_app()

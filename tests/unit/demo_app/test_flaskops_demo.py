@@ -1,0 +1,204 @@
+"""Unit tests of the demo Flask app (playbooks/files/flaskops_demo), through Flask's test client."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+DEMO_ROOT = Path(__file__).resolve().parents[3] / "playbooks" / "files" / "flaskops_demo"
+if str(DEMO_ROOT) not in sys.path:
+    sys.path.insert(0, str(DEMO_ROOT))
+
+import flaskops_demo  # noqa: E402
+from flaskops_demo import __main__ as demo_main  # noqa: E402
+
+
+@pytest.fixture
+def client(monkeypatch):
+    monkeypatch.delenv("FLASKOPS_RELEASE", raising=False)
+    monkeypatch.delenv("FLASKOPS_WORKER_CLASS", raising=False)
+    return flaskops_demo.create_app({"TESTING": True}).test_client()
+
+
+def test_module_exposes_wsgi_app():
+    assert callable(flaskops_demo.app)
+    assert flaskops_demo.app.name == "flaskops_demo"
+    assert flaskops_demo.create_app() is not flaskops_demo.app
+
+
+def test_index_html(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.mimetype == "text/html"
+    page = response.get_data(as_text=True)
+    assert "<title>flaskops.stack demo</title>" in page
+    assert f'<dd id="pid">{os.getpid()}</dd>' in page
+    assert '<dd id="release">dev</dd>' in page
+    assert '<dd id="worker-class">unknown</dd>' in page
+
+
+def test_index_shows_release_and_worker_class_escaped(client, monkeypatch):
+    monkeypatch.setenv("FLASKOPS_RELEASE", "<r1>")
+    monkeypatch.setenv("FLASKOPS_WORKER_CLASS", "gthread")
+    page = client.get("/").get_data(as_text=True)
+    assert '<dd id="release">&lt;r1&gt;</dd>' in page
+    assert '<dd id="worker-class">gthread</dd>' in page
+
+
+def test_worker_class_from_loaded_gunicorn_module(monkeypatch):
+    monkeypatch.delenv("FLASKOPS_WORKER_CLASS", raising=False)
+    for module in list(sys.modules):
+        if module.startswith("gunicorn.workers."):
+            monkeypatch.delitem(sys.modules, module)
+    assert flaskops_demo.worker_class() is None
+    monkeypatch.setitem(sys.modules, "gunicorn.workers.gthread", object())
+    assert flaskops_demo.worker_class() == "gthread"
+
+
+def test_healthz_default_release(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.is_json
+    assert response.get_json() == {"status": "ok", "release": "dev", "pid": os.getpid()}
+
+
+def test_healthz_release_from_environment_on_each_request(client, monkeypatch):
+    monkeypatch.setenv("FLASKOPS_RELEASE", "20260101T000000")
+    assert client.get("/healthz").get_json()["release"] == "20260101T000000"
+    monkeypatch.setenv("FLASKOPS_RELEASE", "20260102T000000")
+    assert client.get("/healthz").get_json()["release"] == "20260102T000000"
+
+
+def _work(client, url):
+    response = client.get(url)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    body = response.get_json()
+    assert set(body) == {"pid", "release", "cpu_ms", "wait_ms", "wall_ms"}
+    assert body["pid"] == os.getpid()
+    return body
+
+
+def test_cpu_default_is_about_5ms_of_cpu(client):
+    body = _work(client, "/cpu")
+    assert body["cpu_ms"] >= 5.0
+    assert body["wait_ms"] < 5.0
+
+
+def test_cpu_ms_is_tunable(client):
+    body = _work(client, "/cpu?ms=20")
+    assert body["cpu_ms"] >= 20.0
+    assert body["wall_ms"] >= body["cpu_ms"] * 0.9
+    assert _work(client, "/cpu?ms=0")["cpu_ms"] == 0.0
+
+
+def test_io_default_is_mostly_waiting(client):
+    body = _work(client, "/io")
+    assert body["cpu_ms"] >= 1.0
+    assert body["wait_ms"] >= 50.0
+    assert body["wall_ms"] >= 51.0
+
+
+def test_io_wait_ms_is_tunable(client):
+    body = _work(client, "/io?wait_ms=5&cpu_ms=2")
+    assert body["cpu_ms"] >= 2.0
+    assert 5.0 <= body["wait_ms"] < 50.0
+
+
+def test_mixed_default(client):
+    body = _work(client, "/mixed")
+    assert body["cpu_ms"] >= 3.0
+    assert body["wait_ms"] >= 20.0
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["/cpu?ms=abc", "/cpu?ms=-1", "/io?wait_ms=nan", "/io?wait_ms=1e9", "/mixed?cpu_ms=inf", "/sleep?s=x"],
+)
+def test_bad_numbers_are_400(client, url):
+    response = client.get(url)
+    assert response.status_code == 400
+    assert "must be" in response.get_json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b'{"a": [1, 2, 3]}', "application/json"),
+        (b"plain text\n", "text/plain; charset=utf-8"),
+        (bytes(range(256)) * 64, "application/octet-stream"),
+        (b"", "application/x-empty"),
+    ],
+)
+def test_echo_returns_body_and_content_type(client, body, content_type):
+    response = client.post("/echo", data=body, content_type=content_type)
+    assert response.status_code == 200
+    assert response.get_data() == body
+    assert response.headers["Content-Type"] == content_type
+
+
+def test_echo_without_content_type(client):
+    response = client.post("/echo", data=b"raw")
+    assert response.get_data() == b"raw"
+    assert response.headers["Content-Type"] == "application/octet-stream"
+
+
+def test_echo_is_post_only(client):
+    assert client.get("/echo").status_code == 405
+
+
+def test_static_hello(client):
+    response = client.get("/static/hello.txt")
+    assert response.status_code == 200
+    assert response.mimetype == "text/plain"
+    assert response.get_data() == (flaskops_demo.STATIC_DIR / "hello.txt").read_bytes()
+    response.close()
+
+
+def test_static_dir_is_the_package_static_folder():
+    assert flaskops_demo.STATIC_DIR == Path(flaskops_demo.__file__).resolve().parent / "static"
+    assert flaskops_demo.STATIC_DIR.is_dir()
+    assert Path(flaskops_demo.app.static_folder) == flaskops_demo.STATIC_DIR
+
+
+def test_static_dir_command(capsys):
+    assert demo_main.main(["static-dir"]) == 0
+    assert capsys.readouterr().out.strip() == str(flaskops_demo.STATIC_DIR)
+
+
+def test_alloc(client):
+    response = client.get("/alloc?mb=8")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["pid"] == os.getpid()
+    assert body["bytes"] == 8 * flaskops_demo.MIB
+    if sys.platform == "linux":
+        assert body["rss_kib"] >= 8 * 1024
+
+
+def test_alloc_holds(client):
+    start = time.perf_counter()
+    assert client.get("/alloc?mb=1&hold_s=0.05").status_code == 200
+    assert time.perf_counter() - start >= 0.05
+
+
+def test_alloc_rejects_negative(client):
+    assert client.get("/alloc?mb=-1").status_code == 400
+
+
+def test_sleep(client):
+    start = time.perf_counter()
+    response = client.get("/sleep?s=0.1")
+    elapsed = time.perf_counter() - start
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["pid"] == os.getpid()
+    assert body["slept_ms"] >= 100.0
+    assert elapsed >= 0.1
+
+
+def test_unknown_path_is_404(client):
+    assert client.get("/nope").status_code == 404
