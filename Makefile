@@ -85,8 +85,48 @@ integration: venv copy ## ansible-test integration on this machine (read-only ta
 docs: venv link ## Regenerate the README tables from the real model
 	PYTHONPATH=$(LINK_ROOT) $(BIN)/python scripts/gen_docs.py
 
+# Test hosts: podman systemd containers from images built with debootstrap
+# (tools/testhost, no registry needed). Needs root.
+TESTHOST := tools/testhost/testhost.sh
+SCENARIOS := default debian13 constrained preflight
+
+.PHONY: testhost
+testhost: ## Install podman and build the Debian 12 and 13 test images
+	$(TESTHOST) setup
+	$(TESTHOST) image debian12
+	$(TESTHOST) image debian13
+
+.PHONY: molecule
+molecule: venv link testhost ## molecule test, every scenario, one after another
+	@set -e; for scenario in $(SCENARIOS); do \
+	  start=$$(date +%s); \
+	  PATH="$(BIN):$$PATH" MOLECULE_GLOB='molecule/*/molecule.yml' $(BIN)/molecule test -s $$scenario; \
+	  echo "SCENARIO RESULT scenario=$$scenario seconds=$$(( $$(date +%s) - start ))"; \
+	done
+
+DEMO_HOST := flaskops-demo
+DEMO_PORT := 8080
+
+.PHONY: demo
+demo: venv link ## Serve the demo app from a local systemd container on 127.0.0.1:8080
+	$(TESTHOST) setup
+	$(TESTHOST) image debian12
+	@podman container exists $(DEMO_HOST) || podman run -d --name $(DEMO_HOST) --hostname $(DEMO_HOST) \
+	  --privileged --cgroupns=private --systemd=always -p 127.0.0.1:$(DEMO_PORT):80 \
+	  localhost/flaskops-debian12:latest /sbin/init
+	@podman start $(DEMO_HOST) >/dev/null
+	$(TESTHOST) pin $(DEMO_HOST)
+	@timeout 120 podman exec $(DEMO_HOST) systemctl is-system-running --wait >/dev/null || true
+	PATH="$(BIN):$$PATH" $(BIN)/ansible-playbook -i playbooks/demo/inventory.yml playbooks/site.yml
+	@echo; echo "curl http://127.0.0.1:$(DEMO_PORT)/healthz"; curl -fsS http://127.0.0.1:$(DEMO_PORT)/healthz; echo
+	@echo "curl http://127.0.0.1:$(DEMO_PORT)/"; curl -fsS http://127.0.0.1:$(DEMO_PORT)/ | head -20
+
+.PHONY: demo-clean
+demo-clean: ## Remove the demo container
+	podman rm -f --ignore $(DEMO_HOST)
+
 .PHONY: test
-test: lint sanity unit integration ## Everything CI runs
+test: lint sanity unit integration molecule ## Everything CI runs
 
 .PHONY: build
 build: venv ## Build the collection tarball

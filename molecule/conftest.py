@@ -14,6 +14,11 @@ option ``--confcutdir=<collection root>/molecule``.
 ``ansible_facts``
     ``host.ansible("setup")["ansible_facts"]``, gathered once per test module.
 
+``inventory``, ``app``, ``facts``, ``plan``
+    The scenario's inventory variables, its first app of ``flask_stack_apps``, the instance's facts
+    with ``flaskops.stack.resource_facts`` added (as the roles see them), and that app's plan from the
+    ``flaskops.stack.gunicorn_tuning`` filter: what a verifier expects, derived, never written down.
+
 Journal on failure
     When a test fails, the report gets ``journalctl -u <unit>`` for each unit the test names, and
     ``systemctl --failed``. A test module names its units in ``JOURNAL_UNITS``; a test can name its
@@ -28,6 +33,8 @@ from typing import Any
 
 import pytest
 import testinfra
+
+from ansible_collections.flaskops.stack.plugins.filter.gunicorn_tuning import gunicorn_tuning
 
 JOURNAL_LINES = 200
 PODMAN_CONNECTIONS = frozenset({"podman", "containers.podman.podman"})
@@ -72,6 +79,32 @@ def host(_testinfra_host: Any) -> Any:
 def ansible_facts(host: Any) -> dict[str, Any]:
     """The instance's Ansible facts, gathered once per test module."""
     return host.ansible("setup")["ansible_facts"]
+
+
+@pytest.fixture(scope="module")
+def inventory(_testinfra_host: Any) -> dict[str, Any]:
+    """The scenario's inventory variables for the instance (flask_stack_apps and the rest)."""
+    backend = _testinfra_host.backend
+    return backend.ansible_runner.get_variables(backend.host)
+
+
+@pytest.fixture(scope="module")
+def app(inventory: dict[str, Any]) -> dict[str, Any]:
+    """The scenario's (first) app."""
+    return inventory["flask_stack_apps"][0]
+
+
+@pytest.fixture(scope="module")
+def facts(host: Any, ansible_facts: dict[str, Any]) -> dict[str, Any]:
+    """setup facts plus flaskops.stack.resource_facts, as the roles see them."""
+    resources = host.ansible("flaskops.stack.resource_facts", check=False)["ansible_facts"]
+    return {**ansible_facts, "ansible_flaskops_resources": resources["flaskops_resources"]}
+
+
+@pytest.fixture(scope="module")
+def plan(facts: dict[str, Any], app: dict[str, Any]) -> dict[str, Any]:
+    """The app's plan for this instance, from the collection's filter."""
+    return gunicorn_tuning(facts, app.get("workload", {}))
 
 
 def journal_units(item: pytest.Item) -> list[str]:

@@ -6,6 +6,7 @@
 #   testhost.sh setup                      install podman & co., write containers.conf drop-in
 #   testhost.sh image <debian12|debian13>  build localhost/flaskops-<name>:latest (skipped if current)
 #   testhost.sh check <name|image-ref>     boot a throwaway container and check systemd/cgroups
+#   testhost.sh pin <container>            keep `podman exec` working in a running container (see cmd_pin)
 #
 # Environment:
 #   TESTHOST_CACHE_DIR     cache for debs and rootfs tarballs (default /var/cache/flaskops-testhost)
@@ -517,6 +518,36 @@ cmd_check() {
   return "${rc}"
 }
 
+# ------------------------------------------------------------------ pin --
+
+# On a cgroup v1 host whose named "systemd" hierarchy no systemd owns (this
+# test host: podman with cgroupfs), privileged containers see that hierarchy
+# whole, and their systemd moves PID 1 to the hierarchy's root init.scope. The
+# container's own libpod-<id> directory there is then empty, and gets pruned
+# once other containers' systemd instances clean up; from then on
+# `podman exec` fails ("error adding pid ... cgroup.procs: no such file",
+# rc 127) and Ansible finds the host unreachable. A process exec'd into the
+# container stays in that directory and keeps it from being pruned. `pin`
+# recreates the directory if it is already gone and starts that process once.
+cmd_pin() {
+  local name=${1:-}
+  [[ -n "${name}" ]] || die "usage: $0 pin <container>"
+  local id dir
+  id="$(podman inspect --format '{{.Id}}' "${name}")" || die "pin: no container ${name}"
+  dir="/sys/fs/cgroup/systemd/libpod_parent/libpod-${id}"
+  if [[ -d /sys/fs/cgroup/systemd/libpod_parent && ! -d "${dir}" ]]; then
+    mkdir "${dir}"
+    log "pin ${name}: recreated its name=systemd cgroup"
+  fi
+  if podman exec "${name}" pgrep -f '^sleep infinity flaskops-pin' >/dev/null 2>&1; then
+    return 0
+  fi
+  # argv[0] of the pinned process carries a marker so a second pin finds it.
+  podman exec -d "${name}" bash -c 'exec -a "sleep infinity flaskops-pin" sleep infinity' >/dev/null
+  podman exec "${name}" true
+  log "pin ${name}: pinned"
+}
+
 # ----------------------------------------------------------------- main --
 
 usage() {
@@ -531,6 +562,7 @@ main() {
     setup) cmd_setup "$@" ;;
     image) cmd_image "$@" ;;
     check) cmd_check "$@" ;;
+    pin) cmd_pin "$@" ;;
     *) usage ;;
   esac
 }

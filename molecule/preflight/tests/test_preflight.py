@@ -1,0 +1,108 @@
+"""Bad app definitions fail playbooks/site.yml before any change, naming the app and the field.
+
+Each case runs the real playbook against the fresh instance with one bad flask_stack_apps; the test
+checks the failure message and the play recap (nothing changed), and at the end that the instance's
+packages, users, units and directories are exactly what they were before the first case.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import tempfile
+
+import pytest
+
+JOURNAL_UNITS: list[str] = []
+
+# What would change if a run got past its checks: packages, accounts, units, the stack's files.
+SNAPSHOT = (
+    "dpkg-query -W -f '${Package} ${Version} ${Status}\\n' | sort; getent passwd | sort; getent group | sort; "
+    "systemctl list-unit-files --no-legend --no-pager | sort; "
+    "ls -laR /srv /etc/flaskops /etc/nginx /etc/systemd/system /run/flaskops 2>&1 | grep -v '^total'"
+)
+
+
+def demo_app(**changes):
+    """A valid app (the scenario's demo app) with ``changes`` applied; a None value drops the key."""
+    app = {
+        "name": "demo",
+        "wsgi": "flaskops_demo:app",
+        "source": {"path": os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "playbooks/files/flaskops_demo")},
+        "static_dir": "flaskops_demo/static",
+        "server_name": ["localhost"],
+        "workload": {"profile": "mixed"},
+    }
+    app.update(changes)
+    return {key: value for key, value in app.items() if value is not None}
+
+
+CASES = {
+    "missing wsgi": ([demo_app(wsgi=None)], ["'demo'", "wsgi"]),
+    "unknown profile": ([demo_app(workload={"profile": "webscale"})], ["'demo'", "profile", "webscale"]),
+    "non-numeric worker count": ([demo_app(workload={"max_workers": "four"})], ["'demo'", "max_workers", "four"]),
+    "missing source path": (
+        [demo_app(source={"path": "/nonexistent/flaskops-app"})],
+        ["'demo'", "source.path", "/nonexistent/flaskops-app"],
+    ),
+    "two apps on one socket": (
+        [
+            demo_app(socket="/run/flaskops/shared.sock"),
+            demo_app(name="shop", socket="/run/flaskops/shared.sock", server_name=["shop.example"]),
+        ],
+        ["demo", "shop", "socket", "/run/flaskops/shared.sock"],
+    ),
+    "two apps on one server name": (
+        [demo_app(), demo_app(name="shop")],
+        ["demo", "shop", "server_name", "localhost"],
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def before(host):
+    """The instance's state before any case ran."""
+    return host.check_output(SNAPSHOT)
+
+
+def run_site(apps):
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as extra:
+        json.dump({"flask_stack_apps": apps}, extra)
+    try:
+        return subprocess.run(
+            [
+                "ansible-playbook",
+                "-i",
+                os.environ["MOLECULE_INVENTORY_FILE"],
+                os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "playbooks/site.yml"),
+                "-e",
+                "@" + extra.name,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=600,
+        )
+    finally:
+        os.unlink(extra.name)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_fails_before_any_change(before, case):
+    apps, expected = CASES[case]
+    run = run_site(apps)
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output[-3000:]
+    failed = [line for line in output.splitlines() if "fatal:" in line or "failed:" in line or '"msg"' in line]
+    message = "\n".join(failed)
+    for word in expected:
+        assert word in message, (word, message[-3000:])
+    recap = re.findall(r"^\S+\s+: ok=\d+\s+changed=(\d+)", run.stdout, re.M)
+    assert recap == ["0"], run.stdout[-3000:]
+
+
+def test_host_unchanged_after_every_case(host, before):
+    # Runs after the parametrized cases (pytest keeps file order).
+    assert host.check_output(SNAPSHOT) == before
