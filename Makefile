@@ -88,7 +88,7 @@ docs: venv link ## Regenerate the README tables from the real model
 # Test hosts: podman systemd containers from images built with debootstrap
 # (tools/testhost, no registry needed). Needs root.
 TESTHOST := tools/testhost/testhost.sh
-SCENARIOS := default debian13 constrained preflight
+SCENARIOS := smoke default debian13 constrained preflight
 
 .PHONY: testhost
 testhost: ## Install podman and build the Debian 12 and 13 test images

@@ -14,6 +14,10 @@ option ``--confcutdir=<collection root>/molecule``.
 ``ansible_facts``
     ``host.ansible("setup")["ansible_facts"]``, gathered once per test module.
 
+``run_playbook`` and ``recap``
+    Run ansible-playbook against the scenario's inventory (colour off: molecule forces it on) and
+    read the PLAY RECAP counts of its hosts.
+
 ``inventory``, ``app``, ``facts``, ``plan``
     The scenario's inventory variables, its first app of ``flask_stack_apps``, the instance's facts
     with ``flaskops.stack.resource_facts`` added (as the roles see them), and that app's plan from the
@@ -28,6 +32,9 @@ Journal on failure
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 from collections.abc import Generator, Iterator
 from typing import Any
 
@@ -79,6 +86,30 @@ def host(_testinfra_host: Any) -> Any:
 def ansible_facts(host: Any) -> dict[str, Any]:
     """The instance's Ansible facts, gathered once per test module."""
     return host.ansible("setup")["ansible_facts"]
+
+
+def run_playbook(playbook: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    """ansible-playbook ``playbook`` against the scenario's instances, output captured as plain text."""
+    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1", "PY_COLORS": "0"}
+    return subprocess.run(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], playbook, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+        env=env,
+    )
+
+
+RECAP_LINE = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+def recap(stdout: str) -> dict[str, dict[str, int]]:
+    """PLAY RECAP counts per host: {host: {"ok": n, "changed": n, "unreachable": n, "failed": n}}."""
+    return {
+        host: dict(zip(("ok", "changed", "unreachable", "failed"), map(int, counts), strict=True))
+        for host, *counts in RECAP_LINE.findall(stdout)
+    }
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,8 @@ import subprocess
 import urllib.request
 import uuid
 
+from conftest import recap, run_playbook
+
 from ansible_collections.flaskops.stack.plugins.filter.nginx_tuning import nginx_tuning
 
 JOURNAL_UNITS = ["demo.service", "demo.socket", "nginx.service"]
@@ -91,13 +93,14 @@ def test_nginx_workers_are_the_effective_cpus(host, facts, plan):
     assert len(host.check_output("pgrep -P %s", master).split()) == expected
 
 
-def _get(host, path, *curl_args):
+def _get(host, path):
     """curl through nginx inside the instance: (status, headers, body)."""
-    out = host.run("curl -sS -D - %s http://127.0.0.1%s", " ".join(curl_args), path)
+    out = host.run("curl -sS -D - http://127.0.0.1%s", path)
     assert out.rc == 0, out.stderr
-    head, _, body = out.stdout.replace("\r\n", "\n").partition("\n\n")
+    head, _sep, body = out.stdout.replace("\r\n", "\n").partition("\n\n")
     status = int(head.split()[1])
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head.splitlines()[1:])}
+    fields = (line.partition(":") for line in head.splitlines()[1:])
+    headers = {name.strip().lower(): value.strip() for name, _colon, value in fields}
     return status, headers, body
 
 
@@ -106,7 +109,7 @@ def test_page_and_health_through_nginx(host, app):
     assert status == 200
     assert "flaskops.stack demo" in body
     assert headers["server"] == "nginx"  # no version
-    status, _, body = _get(host, "/healthz")
+    status, _headers, body = _get(host, "/healthz")
     assert status == 200
     health = json.loads(body)
     release = host.file(f"/srv/{app['name']}/current").linked_to.rsplit("/", 1)[1]
@@ -136,15 +139,8 @@ def test_static_file_is_served_by_nginx(host, app):
 
 
 def test_check_mode_on_the_converged_host_changes_nothing():
-    playbook = os.path.join(os.environ["MOLECULE_SCENARIO_DIRECTORY"], "converge.yml")
-    run = subprocess.run(
-        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], playbook, "--check", "--diff"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=900,
-    )
+    run = run_playbook(os.path.join(os.environ["MOLECULE_SCENARIO_DIRECTORY"], "converge.yml"), "--check", "--diff")
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-    recap = re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+).*failed=(\d+)", run.stdout, re.M)
-    assert recap, run.stdout[-2000:]
-    assert all(changed == "0" and failed == "0" for _, changed, failed in recap), run.stdout[-4000:]
+    counts = recap(run.stdout)
+    assert counts, run.stdout[-2000:]
+    assert all(c["changed"] == 0 and c["failed"] == 0 for c in counts.values()), run.stdout[-4000:]

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import subprocess
 import tempfile
 
 import pytest
+from conftest import recap, run_playbook
 
 JOURNAL_UNITS: list[str] = []
 
@@ -71,20 +70,8 @@ def run_site(apps):
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as extra:
         json.dump({"flask_stack_apps": apps}, extra)
     try:
-        return subprocess.run(
-            [
-                "ansible-playbook",
-                "-i",
-                os.environ["MOLECULE_INVENTORY_FILE"],
-                os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "playbooks/site.yml"),
-                "-e",
-                "@" + extra.name,
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=600,
-        )
+        site = os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "playbooks/site.yml")
+        return run_playbook(site, "-e", "@" + extra.name, timeout=600)
     finally:
         os.unlink(extra.name)
 
@@ -99,8 +86,8 @@ def test_bad_input_fails_before_any_change(before, case):
     message = "\n".join(failed)
     for word in expected:
         assert word in message, (word, message[-3000:])
-    recap = re.findall(r"^\S+\s+: ok=\d+\s+changed=(\d+)", run.stdout, re.M)
-    assert recap == ["0"], run.stdout[-3000:]
+    counts = recap(run.stdout)
+    assert [c["changed"] for c in counts.values()] == [0], run.stdout[-3000:]
 
 
 def test_host_unchanged_after_every_case(host, before):
