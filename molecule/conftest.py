@@ -18,10 +18,11 @@ option ``--confcutdir=<collection root>/molecule``.
     Run ansible-playbook against the scenario's inventory (colour off: molecule forces it on) and
     read the PLAY RECAP counts of its hosts.
 
-``inventory``, ``app``, ``facts``, ``plan``
-    The scenario's inventory variables, its first app of ``flask_stack_apps``, the instance's facts
-    with ``flaskops.stack.resource_facts`` added (as the roles see them), and that app's plan from the
-    ``flaskops.stack.gunicorn_tuning`` filter: what a verifier expects, derived, never written down.
+``inventory``, ``apps``, ``app``, ``facts``, ``plans``, ``plan``
+    The scenario's inventory variables, its ``flask_stack_apps`` (and the first of them), the
+    instance's facts with ``flaskops.stack.resource_facts`` added (as the roles see them), and each
+    app's plan from the ``flaskops.stack.gunicorn_tuning`` filter (and the first app's): what a
+    verifier expects, derived, never written down.
 
 Journal on failure
     When a test fails, the report gets ``journalctl -u <unit>`` for each unit the test names, and
@@ -120,9 +121,15 @@ def inventory(_testinfra_host: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def app(inventory: dict[str, Any]) -> dict[str, Any]:
-    """The scenario's (first) app."""
-    return inventory["flask_stack_apps"][0]
+def apps(inventory: dict[str, Any]) -> list[dict[str, Any]]:
+    """The scenario's apps."""
+    return inventory["flask_stack_apps"]
+
+
+@pytest.fixture(scope="module")
+def app(apps: list[dict[str, Any]]) -> dict[str, Any]:
+    """The scenario's first app."""
+    return apps[0]
 
 
 @pytest.fixture(scope="module")
@@ -133,9 +140,15 @@ def facts(host: Any, ansible_facts: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def plan(facts: dict[str, Any], app: dict[str, Any]) -> dict[str, Any]:
-    """The app's plan for this instance, from the collection's filter."""
-    return gunicorn_tuning(facts, app.get("workload", {}))
+def plans(facts: dict[str, Any], apps: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each app's plan for this instance, from the collection's filter, by app name."""
+    return {item["name"]: gunicorn_tuning(facts, item.get("workload", {})) for item in apps}
+
+
+@pytest.fixture(scope="module")
+def plan(plans: dict[str, dict[str, Any]], app: dict[str, Any]) -> dict[str, Any]:
+    """The first app's plan."""
+    return plans[app["name"]]
 
 
 def journal_units(item: pytest.Item) -> list[str]:

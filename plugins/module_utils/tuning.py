@@ -89,6 +89,20 @@ NGINX_FDS_PER_CONNECTION = 2
 
 WORKER_CLASSES = ("sync", "gthread", "gevent")
 
+#: Plan keys that are gunicorn settings of the same name (gunicorn.conf.py).
+GUNICORN_SETTINGS = (
+    "worker_class",
+    "workers",
+    "threads",
+    "worker_connections",
+    "max_requests",
+    "max_requests_jitter",
+    "timeout",
+    "graceful_timeout",
+    "keepalive",
+    "backlog",
+)
+
 # Defaults of the workload inputs. ``None`` means "derived".
 WORKLOAD_DEFAULTS = {
     "profile": None,

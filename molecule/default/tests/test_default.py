@@ -17,85 +17,90 @@ import uuid
 
 from conftest import recap, run_playbook
 
+from ansible_collections.flaskops.stack.plugins.filter.gunicorn_tuning import gunicorn_tuning
 from ansible_collections.flaskops.stack.plugins.filter.nginx_tuning import nginx_tuning
+from ansible_collections.flaskops.stack.plugins.module_utils.tuning import GUNICORN_SETTINGS
 
-JOURNAL_UNITS = ["demo.service", "demo.socket", "nginx.service"]
-PLAN_KEYS = [
-    "worker_class",
-    "workers",
-    "threads",
-    "worker_connections",
-    "max_requests",
-    "max_requests_jitter",
-    "timeout",
-    "graceful_timeout",
-    "keepalive",
-    "backlog",
-]
+JOURNAL_UNITS = ["demo.service", "demo.socket", "api.service", "api.socket", "nginx.service"]
+MIB = 1024 * 1024
 
 
-def test_services_active_and_enabled(host, app):
-    for unit in (f"{app['name']}.socket", f"{app['name']}.service", "nginx.service"):
+def test_services_active_and_enabled(host, apps):
+    units = [f"{app['name']}.{kind}" for app in apps for kind in ("socket", "service")] + ["nginx.service"]
+    for unit in units:
         service = host.service(unit)
         assert service.is_running, unit
         assert service.is_enabled, unit
 
 
-def test_socket_listens_with_mode_and_group(host, app):
-    path = f"/run/flaskops/{app['name']}.sock"
-    sock = host.file(path)
-    assert sock.is_socket
-    assert sock.mode == 0o660
-    assert sock.user == "root"
-    assert sock.group == "www-data"
-    assert host.socket(f"unix://{path}").is_listening
+def test_sockets_listen_with_mode_and_group(host, apps):
+    for app in apps:
+        path = f"/run/flaskops/{app['name']}.sock"
+        sock = host.file(path)
+        assert sock.is_socket, path
+        assert (sock.mode, sock.user, sock.group) == (0o660, "root", "www-data"), path
+        assert host.socket(f"unix://{path}").is_listening, path
 
 
-def test_service_user_cannot_log_in(host, app):
-    user = host.user(app["name"])
-    assert user.exists
-    assert user.shell == "/usr/sbin/nologin"
+def test_service_users_cannot_log_in(host, apps):
+    for app in apps:
+        user = host.user(app["name"])
+        assert user.exists, app["name"]
+        assert user.shell == "/usr/sbin/nologin", app["name"]
 
 
-def test_master_runs_the_planned_workers(host, app, plan):
-    master = host.check_output("systemctl show -p MainPID --value %s.service", f"{app['name']}")
-    workers = host.check_output("pgrep -P %s", master).split()
-    assert len(workers) == plan["workers"], plan["explain"]
+def test_masters_run_the_planned_workers(host, apps, plans):
+    for app in apps:
+        plan = plans[app["name"]]
+        master = host.check_output("systemctl show -p MainPID --value %s.service", app["name"])
+        workers = host.check_output("pgrep -P %s", master).split()
+        assert len(workers) == plan["workers"], (app["name"], plan["explain"])
 
 
-def test_gunicorn_conf_holds_the_plan(host, app, plan):
-    script = (
-        "import json, runpy; ns = runpy.run_path('/etc/flaskops/%s/gunicorn.conf.py'); "
-        "print(json.dumps({k: ns.get(k) for k in %r}))" % (app["name"], PLAN_KEYS)
-    )
-    conf = json.loads(host.check_output("/srv/%s/current/venv/bin/python -c %s", app["name"], script))
-    assert conf == {key: plan[key] for key in PLAN_KEYS}
+def test_gunicorn_conf_holds_the_plan(host, apps, plans):
+    for app in apps:
+        script = (
+            "import json, runpy; ns = runpy.run_path('/etc/flaskops/%s/gunicorn.conf.py'); "
+            "print(json.dumps({k: ns.get(k) for k in %r}))" % (app["name"], GUNICORN_SETTINGS)
+        )
+        conf = json.loads(host.check_output("/srv/%s/current/venv/bin/python -c %s", app["name"], script))
+        assert conf == {key: plans[app["name"]][key] for key in GUNICORN_SETTINGS}, app["name"]
 
 
-def test_unit_carries_the_plan_limits(host, app, plan):
-    shown = host.check_output(
-        "systemctl show -p TimeoutStopUSec -p MemoryHigh -p MemoryMax --value %s.service", app["name"]
-    ).split()
-    stop, high, top = shown
-    assert stop == "%ds" % plan["systemd"]["TimeoutStopSec"] or stop == "%dmin %ds" % divmod(
-        plan["systemd"]["TimeoutStopSec"], 60
-    )
-    assert int(high) == int(plan["systemd"]["MemoryHigh"].rstrip("M")) * 1024 * 1024
-    assert int(top) == int(plan["systemd"]["MemoryMax"].rstrip("M")) * 1024 * 1024
+def test_units_carry_the_plan_limits(host, apps, plans):
+    for app in apps:
+        plan = plans[app["name"]]
+        shown = host.check_output(
+            "systemctl show -p TimeoutStopUSec -p MemoryHigh -p MemoryMax --value %s.service", app["name"]
+        )
+        stop, high, top = shown.split()
+        minutes, seconds = divmod(plan["systemd"]["TimeoutStopSec"], 60)
+        assert stop == (f"{minutes}min {seconds}s" if minutes else f"{seconds}s"), app["name"]
+        assert int(high) == int(plan["systemd"]["MemoryHigh"].rstrip("M")) * MIB, app["name"]
+        assert int(top) == int(plan["systemd"]["MemoryMax"].rstrip("M")) * MIB, app["name"]
 
 
-def test_nginx_workers_are_the_effective_cpus(host, facts, plan):
-    expected = nginx_tuning(facts, plans=[plan])["worker_processes"]
-    assert expected == math.ceil(plan["cpus"])
+def test_memory_shares_split_the_budget(facts, apps, plans):
+    # Each app plans within its memory_share, so together the apps' budgets, and their reload peaks,
+    # fit the one budget the host has (what a single app with the whole share would get).
+    whole = gunicorn_tuning(facts, {**apps[0].get("workload", {}), "memory_share": 1.0})["memory_budget_mb"]
+    assert sum(plan["memory_budget_mb"] for plan in plans.values()) <= whole
+    assert sum(plan["memory_peak_mb"] for plan in plans.values()) <= whole
+
+
+def test_nginx_workers_are_the_effective_cpus(host, facts, plans):
+    expected = nginx_tuning(facts, plans=list(plans.values()))
+    assert expected["worker_processes"] == math.ceil(next(iter(plans.values()))["cpus"])
     config = host.check_output("nginx -T 2>/dev/null")
-    assert re.search(r"^\s*worker_processes\s+%d;" % expected, config, re.M)
+    assert re.search(r"^\s*worker_processes\s+%d;" % expected["worker_processes"], config, re.M)
+    assert re.search(r"^\s*worker_connections\s+%d;" % expected["worker_connections"], config, re.M)
     master = host.file("/run/nginx.pid").content_string.strip()
-    assert len(host.check_output("pgrep -P %s", master).split()) == expected
+    assert len(host.check_output("pgrep -P %s", master).split()) == expected["worker_processes"]
 
 
-def _get(host, path):
-    """curl through nginx inside the instance: (status, headers, body)."""
-    out = host.run("curl -sS -D - http://127.0.0.1%s", path)
+def _get(host, path, server_name="localhost"):
+    """curl through nginx inside the instance, as server_name: (status, headers, body)."""
+    out = host.run("curl -sS -D - -H %s http://127.0.0.1%s", f"Host: {server_name}", path)
     assert out.rc == 0, out.stderr
     head, _sep, body = out.stdout.replace("\r\n", "\n").partition("\n\n")
     status = int(head.split()[1])
@@ -104,17 +109,22 @@ def _get(host, path):
     return status, headers, body
 
 
-def test_page_and_health_through_nginx(host, app):
-    status, headers, body = _get(host, "/")
-    assert status == 200
-    assert "flaskops.stack demo" in body
-    assert headers["server"] == "nginx"  # no version
-    status, _headers, body = _get(host, "/healthz")
-    assert status == 200
-    health = json.loads(body)
-    release = host.file(f"/srv/{app['name']}/current").linked_to.rsplit("/", 1)[1]
-    assert health["status"] == "ok"
-    assert health["release"] == release
+def test_pages_and_health_through_nginx(host, apps):
+    for app in apps:
+        server_name = app["server_name"][0]
+        status, headers, body = _get(host, "/", server_name)
+        assert status == 200, app["name"]
+        assert "flaskops.stack demo" in body
+        assert headers["server"] == "nginx"  # no version
+        status, _headers, body = _get(host, "/healthz", server_name)
+        assert status == 200, app["name"]
+        health = json.loads(body)
+        release = host.file(f"/srv/{app['name']}/current").linked_to.rsplit("/", 1)[1]
+        assert health["status"] == "ok"
+        assert health["release"] == release, app["name"]
+        # The request reached this app's own gunicorn, not another app's.
+        master = host.check_output("systemctl show -p MainPID --value %s.service", app["name"])
+        assert str(health["pid"]) in host.check_output("pgrep -P %s", master).split(), app["name"]
 
 
 def test_published_port_reaches_nginx_from_the_controller(host):
@@ -125,17 +135,20 @@ def test_published_port_reaches_nginx_from_the_controller(host):
         assert json.load(response)["status"] == "ok"
 
 
-def test_static_file_is_served_by_nginx(host, app):
-    source = os.path.join(app["source"]["path"], app["static_dir"], "hello.txt")
-    with open(source, encoding="utf-8") as handle:
-        expected = handle.read()
-    probe = uuid.uuid4().hex
-    status, headers, body = _get(host, "/static/hello.txt?probe=%s" % probe)
-    assert status == 200
-    assert body == expected
-    assert "max-age" in headers.get("cache-control", "")
-    # gunicorn logs every request it serves; this one never reached it.
-    assert probe not in host.check_output("journalctl -u %s.service --no-pager -n 500", app["name"])
+def test_static_files_are_served_by_nginx(host, apps):
+    served = [app for app in apps if app.get("static_dir")]
+    assert served
+    for app in served:
+        source = os.path.join(app["source"]["path"], app["static_dir"], "hello.txt")
+        with open(source, encoding="utf-8") as handle:
+            expected = handle.read()
+        probe = uuid.uuid4().hex
+        status, headers, body = _get(host, "/static/hello.txt?probe=%s" % probe, app["server_name"][0])
+        assert status == 200
+        assert body == expected
+        assert "max-age" in headers.get("cache-control", "")
+        # gunicorn logs every request it serves; this one never reached it.
+        assert probe not in host.check_output("journalctl -u %s.service --no-pager -n 500", app["name"])
 
 
 def test_check_mode_on_the_converged_host_changes_nothing():
