@@ -1,8 +1,9 @@
 """Bad app definitions fail playbooks/site.yml before any change, naming the app and the field.
 
 Each case runs the real playbook against the fresh instance with one bad flask_stack_apps; the test
-checks the failure message and the play recap (nothing changed), and at the end that the instance's
-packages, users, units and directories are exactly what they were before the first case.
+checks the failure message and the play recap (nothing changed). Then the valid stack runs in check
+mode on the still bare instance. At the end the instance's packages, users, units and directories
+are exactly what they were before the first case.
 """
 
 from __future__ import annotations
@@ -88,6 +89,17 @@ def test_bad_input_fails_before_any_change(before, case):
         assert word in message, (word, message[-3000:])
     counts = recap(run.stdout)
     assert [c["changed"] for c in counts.values()] == [0], run.stdout[-3000:]
+
+
+def test_check_mode_on_a_fresh_host(before):
+    # A valid stack in check mode on the still bare instance: the play runs through and reports what
+    # it would change; test_host_unchanged_after_every_case proves it changed nothing.
+    site = os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "playbooks/site.yml")
+    run = run_playbook(site, "--check", "--diff")
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    counts = recap(run.stdout)
+    assert counts, run.stdout[-2000:]
+    assert all(c["failed"] == 0 and c["unreachable"] == 0 and c["changed"] > 0 for c in counts.values()), counts
 
 
 def test_host_unchanged_after_every_case(host, before):
