@@ -987,6 +987,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _repeated_pairs(items: list[str], option: str, form: str) -> dict[str, str]:
+    """Values of a repeated ``option KEY=VALUE`` (the value may hold anything, commas included)."""
+    pairs: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError("bad %s %r (%s)" % (option, item, form))
+        pairs[key] = value
+    return pairs
+
+
 def config_from_args(argv: list[str]) -> Config:
     """Parse CLI arguments into a Config; argparse exits 2 on errors, ConfigError for the rest."""
     argv = list(argv)
@@ -999,18 +1010,8 @@ def config_from_args(argv: list[str]) -> Config:
         echo_min, echo_max = int(low), int(high if sep else low)
     except ValueError:
         raise ConfigError("bad --echo-size %r (MIN-MAX bytes)" % args.echo_size) from None
-    labels: dict[str, str] = {}
-    for item in args.label:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError("bad --label %r (KEY=VALUE)" % item)
-        labels[key] = value
-    paths: dict[str, str] = {}
-    for item in args.path:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError("bad --path %r (NAME=PATH)" % item)
-        paths[key] = value
+    labels = _repeated_pairs(args.label, "--label", "KEY=VALUE")
+    paths = _repeated_pairs(args.path, "--path", "NAME=PATH")
     return Config(
         url=args.url,
         duration=args.duration,
