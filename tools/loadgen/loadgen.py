@@ -5,7 +5,7 @@
 Used by the molecule verifiers to keep load flowing through nginx while a test reloads,
 deploys or kills things, and to count every request that failed. It only ever talks to
 127.0.0.0/8, ``localhost`` or ``::1`` and every run stops by itself (``--duration``, at most
-600 s, and optionally ``--max-requests``).
+1800 s, and optionally ``--max-requests``).
 
 Two modes:
 
@@ -48,7 +48,7 @@ from collections.abc import Callable, Mapping
 
 KINDS = ("status", "body", "reset", "refused", "timeout", "other")
 MODES = ("load", "connect")
-MAX_DURATION = 600.0
+MAX_DURATION = 1800.0
 MAX_CONNECTIONS = 1024
 MAX_PROCESSES = 32
 MAX_SAMPLES = 20
@@ -1058,6 +1058,8 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, handler)
     if signals:
         result.stopped_by = "signal:%s" % signals[0]
+        if config.result_file:  # run() wrote it before the signal's name was known
+            _write_atomic(config.result_file, json.dumps(result.to_dict()) + "\n")
     try:
         sys.stdout.write(json.dumps(result.to_dict()) + "\n")
         sys.stdout.write(result.summary_line() + "\n")

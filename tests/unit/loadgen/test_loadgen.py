@@ -288,7 +288,7 @@ def test_loopback_targets_are_accepted(url):
     "argv",
     [
         ["--url", "http://127.0.0.1:1"],
-        ["--url", "http://127.0.0.1:1", "--duration", "601"],
+        ["--url", "http://127.0.0.1:1", "--duration", "1801"],
         ["--url", "http://127.0.0.1:1", "--duration", "0"],
         ["--url", "http://127.0.0.1:1", "--duration", "1", "--mix", "nosuch=1"],
         ["--url", "http://127.0.0.1:1", "--duration", "1", "--mix", "io=0"],
@@ -401,6 +401,8 @@ def test_signal_prints_result_and_exits_0(base_url, tmp_path, signum):
         "scenario=unit",
         "--label",
         "case=%s" % signum.name,
+        "--result-file",
+        str(tmp_path / "result.json"),
     ]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
         try:
@@ -418,6 +420,7 @@ def test_signal_prints_result_and_exits_0(base_url, tmp_path, signum):
     assert doc["sent"] == doc["ok"] > 0
     assert doc["stopped_by"] == "signal:%s" % signum.name
     assert doc["labels"] == {"scenario": "unit", "case": signum.name}
+    assert json.loads((tmp_path / "result.json").read_text()) == doc
 
 
 # --- several processes, the result object ---------------------------------------------------------
