@@ -88,7 +88,9 @@ docs: venv link ## Regenerate the README tables from the real model
 # Test hosts: podman systemd containers from images built with debootstrap
 # (tools/testhost, no registry needed). Needs root.
 TESTHOST := tools/testhost/testhost.sh
-SCENARIOS := smoke default debian13 constrained preflight
+SCENARIOS := smoke default debian13 constrained preflight reload resilience
+# The verifiers' LOAD RESULT and SECURITY RESULT lines, one file per scenario, printed after it.
+RESULTS_DIR := $(CURDIR)/.build/results
 
 .PHONY: testhost
 testhost: ## Install podman and build the Debian 12 and 13 test images
@@ -98,9 +100,11 @@ testhost: ## Install podman and build the Debian 12 and 13 test images
 
 .PHONY: molecule
 molecule: venv link testhost ## molecule test, every scenario, one after another
-	@set -e; for scenario in $(SCENARIOS); do \
-	  start=$$(date +%s); \
-	  PATH="$(BIN):$$PATH" MOLECULE_GLOB='molecule/*/molecule.yml' $(BIN)/molecule test -s $$scenario; \
+	@set -e; mkdir -p $(RESULTS_DIR); for scenario in $(SCENARIOS); do \
+	  start=$$(date +%s); rm -f $(RESULTS_DIR)/$$scenario.txt; \
+	  PATH="$(BIN):$$PATH" MOLECULE_GLOB='molecule/*/molecule.yml' FLASKOPS_RESULTS_FILE=$(RESULTS_DIR)/$$scenario.txt \
+	    $(BIN)/molecule test -s $$scenario; \
+	  if [ -f $(RESULTS_DIR)/$$scenario.txt ]; then cat $(RESULTS_DIR)/$$scenario.txt; fi; \
 	  echo "SCENARIO RESULT scenario=$$scenario seconds=$$(( $$(date +%s) - start ))"; \
 	done
 

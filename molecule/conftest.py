@@ -24,6 +24,17 @@ option ``--confcutdir=<collection root>/molecule``.
     app's plan from the ``flaskops.stack.gunicorn_tuning`` filter (and the first app's): what a
     verifier expects, derived, never written down.
 
+``nginx_url``, ``Load``, ``report``
+    The instance's nginx as the controller reaches it (``http://127.0.0.1:<published port>``);
+    ``tools/loadgen/loadgen.py`` in a subprocess against it, started and stopped around a block of a
+    test; ``report(line)`` prints a result line (``LOAD RESULT ...``, ``SECURITY RESULT ...``) at once
+    and again at the end of the run, and appends it to the file ``$FLASKOPS_RESULTS_FILE`` when set
+    (``make molecule`` prints that file after each scenario: molecule wraps its own output at the
+    terminal's width).
+
+``check_run_changes_nothing``
+    The scenario's converge playbook in ``--check --diff`` on the converged instance: 0 changed, 0 failed.
+
 Journal on failure
     When a test fails, the report gets ``journalctl -u <unit>`` for each unit the test names, and
     ``systemctl --failed``. A test module names its units in ``JOURNAL_UNITS``; a test can name its
@@ -33,10 +44,17 @@ Journal on failure
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
+import signal
 import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import Generator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -149,6 +167,157 @@ def plans(facts: dict[str, Any], apps: list[dict[str, Any]]) -> dict[str, dict[s
 def plan(plans: dict[str, dict[str, Any]], app: dict[str, Any]) -> dict[str, Any]:
     """The first app's plan."""
     return plans[app["name"]]
+
+
+def check_run_changes_nothing() -> None:
+    """The scenario's converge playbook in --check --diff on the converged instance changes nothing."""
+    run = run_playbook(os.path.join(os.environ["MOLECULE_SCENARIO_DIRECTORY"], "converge.yml"), "--check", "--diff")
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    counts = recap(run.stdout)
+    assert counts, run.stdout[-2000:]
+    assert all(c["changed"] == 0 and c["failed"] == 0 for c in counts.values()), run.stdout[-4000:]
+
+
+def published_address(host: Any, port: int) -> str:
+    """``127.0.0.1:<n>``: where the controller reaches the instance's ``port`` (molecule's published_ports)."""
+    out = subprocess.run(["podman", "port", host.backend.name, str(port)], capture_output=True, text=True, check=True)
+    return out.stdout.split()[0]
+
+
+@pytest.fixture(scope="module")
+def nginx_url(host: Any) -> str:
+    """The instance's nginx (port 80) as the controller reaches it."""
+    return "http://" + published_address(host, 80)
+
+
+RESULTS_KEY = pytest.StashKey[list[str]]()
+
+
+@pytest.fixture
+def report(request: pytest.FixtureRequest) -> Any:
+    """``report(line)``: print ``line`` now (uncaptured) and again in the summary at the end of the run."""
+    config = request.config
+
+    def keep(line: str) -> None:
+        config.stash.setdefault(RESULTS_KEY, []).append(line)
+        if os.environ.get("FLASKOPS_RESULTS_FILE"):
+            with open(os.environ["FLASKOPS_RESULTS_FILE"], "a", encoding="utf-8") as results:
+                results.write(line + "\n")
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(line)
+
+    return keep
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    lines = config.stash.get(RESULTS_KEY, [])
+    if lines:
+        terminalreporter.section("results")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
+LOADGEN = Path(__file__).resolve().parent.parent / "tools" / "loadgen" / "loadgen.py"
+
+
+class Load:
+    """tools/loadgen/loadgen.py in a subprocess, as a context manager.
+
+    ``with Load(url, "--connections", "16", ...) as load:`` returns once the first request succeeded;
+    leaving the block stops the run (SIGTERM: requests in flight finish) and ``load.result`` holds its
+    final JSON (``sent``, ``failed``, ``failures`` by kind, ``statuses``, ``samples``, ...). Runs are
+    bounded: ``duration`` seconds at most (loadgen's own limit, 1800).
+    """
+
+    def __init__(self, url: str, *args: str, duration: float = 1800, mode: str = "load") -> None:
+        self.workdir = tempfile.TemporaryDirectory(prefix="flaskops-load-")
+        self.files = {name: os.path.join(self.workdir.name, name) for name in ("ready", "progress", "result")}
+        self.argv = [
+            sys.executable, str(LOADGEN), "--mode", mode, "--url", url, "--duration", str(duration),
+            "--ready-file", self.files["ready"], "--progress-file", self.files["progress"],
+            "--result-file", self.files["result"], *args,
+        ]  # fmt: skip
+        self.process: subprocess.Popen[str] | None = None
+        self.result: dict[str, Any] = {}
+
+    def __enter__(self) -> Load:
+        self.process = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not os.path.exists(self.files["ready"]):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError("loadgen never got a request through: %s" % json.dumps(self.result)[:2000])
+            time.sleep(0.1)
+        return self
+
+    def progress(self) -> dict[str, Any]:
+        """The counts so far (loadgen's progress file)."""
+        with open(self.files["progress"], encoding="utf-8") as handle:
+            return json.load(handle)
+
+    def stop(self) -> dict[str, Any]:
+        """Stop the run (idempotent) and return its result."""
+        if self.process is not None and not self.result:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
+            stdout, stderr = self.process.communicate(timeout=60)
+            if os.path.exists(self.files["result"]):
+                with open(self.files["result"], encoding="utf-8") as handle:
+                    self.result = json.load(handle)
+            else:
+                self.result = {"error": "no result (exit %s)" % self.process.returncode, "stdout": stdout[-2000:],
+                               "stderr": stderr[-2000:]}  # fmt: skip
+            self.workdir.cleanup()
+        return self.result
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def unit_property(host: Any, unit: str, prop: str) -> str:
+    """``systemctl show -p <prop> --value <unit>``."""
+    return host.check_output("systemctl show -p %s --value %s", prop, unit)
+
+
+def children(host: Any, pid: str) -> set[str]:
+    """The PIDs of ``pid``'s children (a gunicorn master's workers)."""
+    return set(host.check_output("pgrep -P %s", pid).split())
+
+
+def live_release(host: Any, app: str) -> str:
+    """The release id ``/srv/<app>/current`` points at."""
+    return host.file(f"/srv/{app}/current").linked_to.rsplit("/", 1)[1]
+
+
+def served_releases(host: Any, server_name: str, count: int = 5) -> set[str]:
+    """The releases answering ``/healthz`` through nginx (plain HTTP) over ``count`` requests."""
+    seen = set()
+    for _attempt in range(count):
+        body = host.check_output("curl -sS --fail -H %s http://127.0.0.1/healthz", f"Host: {server_name}")
+        seen.add(json.loads(body)["release"])
+    return seen
+
+
+def run_with_apps(playbook: str, apps: list[dict[str, Any]], directory: Path, name: str) -> Any:
+    """``playbook`` with ``flask_stack_apps`` = ``apps`` (an extra-vars file ``<directory>/<name>.json``)."""
+    extra = directory / f"{name}.json"
+    extra.write_text(json.dumps({"flask_stack_apps": apps}), encoding="utf-8")
+    return run_playbook(playbook, "-e", f"@{extra}")
+
+
+def copy_source(source: str, target: Path) -> Path:
+    """A copy of an app's source directory without build leftovers, to change for a new release."""
+    shutil.copytree(
+        source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "dist")
+    )
+    return target
+
+
+def failures_text(result: dict[str, Any]) -> str:
+    """A failed load run's counts and samples, for an assertion message."""
+    keys = ("sent", "failed", "failures", "statuses", "samples", "error", "stderr")
+    return json.dumps({key: result[key] for key in keys if key in result}, indent=1)[:4000]
 
 
 def journal_units(item: pytest.Item) -> list[str]:

@@ -23,10 +23,12 @@ readonly LABEL_RECIPE=flaskops.testhost.recipe
 readonly LABEL_SUITE=flaskops.testhost.suite
 
 # Host packages. runc because crun refuses this host's hybrid cgroup layout;
-# netavark + iptables for the default network and published ports.
+# netavark + iptables for the default network and published ports; openssl
+# for the verifiers' TLS checks (s_client).
 readonly HOST_PACKAGES=(
   podman runc conmon netavark aardvark-dns iptables uidmap fuse-overlayfs
   slirp4netns catatonit debootstrap debian-archive-keyring ca-certificates wrk
+  openssl
 )
 
 # trixie keys (automatic + stable release key) arrived in this bookworm update.
