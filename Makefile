@@ -129,8 +129,28 @@ demo: venv link ## Serve the demo app from a local systemd container on 127.0.0.
 demo-clean: ## Remove the demo container
 	podman rm -f --ignore $(DEMO_HOST)
 
+# The tuning benchmark (benchmarks/README.md): provisions its own podman containers with site.yml,
+# measures with wrk, writes <date>.md/.json/.png. It measures and asserts nothing; bench-smoke runs
+# the same harness on a tiny grid and checks what it wrote, so the harness cannot rot.
+BENCH := PATH="$(BIN):$$PATH" $(BIN)/python benchmarks/bench.py
+BENCH_DIR := $(CURDIR)/.build/bench
+
+.PHONY: bench
+bench: venv link testhost ## Tuning benchmark, 1 and 2 CPUs (~35 min): results in benchmarks/results/
+	$(BENCH) --profile full --out benchmarks/results
+
+.PHONY: bench-quick
+bench-quick: venv link testhost ## Tuning benchmark subset, 2 CPUs, 64 connections (~9 min): .build/bench/quick/
+	$(BENCH) --profile quick --out $(BENCH_DIR)/quick
+
+.PHONY: bench-smoke
+bench-smoke: venv link testhost ## The benchmark harness on a tiny grid, its output checked (part of make test)
+	@rm -rf $(BENCH_DIR)/smoke && mkdir -p $(BENCH_DIR)/smoke
+	$(BENCH) --profile smoke --out $(BENCH_DIR)/smoke --prefix flaskops-bench-smoke | tee $(BENCH_DIR)/smoke/stdout.txt
+	BENCH_RESULTS_DIR=$(BENCH_DIR)/smoke $(BIN)/pytest benchmarks/tests
+
 .PHONY: test
-test: lint sanity unit integration molecule ## Everything CI runs
+test: lint sanity unit integration molecule bench-smoke ## Everything CI runs
 
 .PHONY: build
 build: venv ## Build the collection tarball

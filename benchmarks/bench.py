@@ -1,0 +1,927 @@
+"""Tuning-quality benchmark of flaskops.stack: how the derived plan compares with the rules of thumb
+and with the best this host can do, measured through the deployed stack (nginx -> gunicorn -> Flask).
+
+    python benchmarks/bench.py --profile full  --out benchmarks/results   # make bench
+    python benchmarks/bench.py --profile quick --out .build/bench/quick   # make bench-quick
+    python benchmarks/bench.py --profile smoke --out .build/bench/smoke   # make test (harness smoke)
+
+What it does (benchmarks/README.md says why, and how to read the results):
+
+1. Starts one podman systemd container per CPU count (``--cpus``, 2 GiB) and provisions the demo app
+   ("bench") in them with the collection's own playbooks/site.yml.
+2. Measures each workload endpoint's real cost: the CPU time of the app's processes per request while
+   wrk drives it, and the wait the app reports.
+3. Screens a grid of worker class x workers x threads (one short wrk run per connection count each),
+   and fits the app's memory per worker and per thread from the grid's steady-state memory.
+4. Plans (c) from the profile alone and (d) from the measured inputs with benchmarks/plans.yml (the
+   collection's filter on each host's facts).
+5. Measures (a) gunicorn's defaults, (b) the rule of thumb, (c), (d) and the grid's best screened
+   points, interleaved, ``repeats`` times, with wrk at each connection count; and once per
+   configuration the app's memory in steady state and its peak during a HUP under load.
+6. Writes <out>/<date>.json, <date>.md and <date>.png, and prints one BENCH RESULT line per workload,
+   CPU count and connection count.
+
+Configurations change by HUP: bench.py writes them into the deployed gunicorn.conf.py's override
+block (benchmarks/remote.py) instead of a play per point, which would take longer than the point's
+measurement. It measures; it asserts nothing about the results (the smoke test checks the harness).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+import numpy
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # after choosing the backend
+
+ROOT = Path(__file__).resolve().parent.parent
+REMOTE = Path(__file__).resolve().parent / "remote.py"
+PLANS_PLAYBOOK = Path(__file__).resolve().parent / "plans.yml"
+TESTHOST = ROOT / "tools" / "testhost" / "testhost.sh"
+
+APP = "bench"
+SERVER_NAME = "bench.localhost"
+IMAGE = "localhost/flaskops-debian12:latest"
+HOST_MEMORY = "2g"
+
+#: The demo app's endpoints for the three workloads (defaults: cpu 5 ms CPU; io 1 ms CPU + 50 ms wait;
+#: mixed 3 ms CPU + 20 ms wait).
+WORKLOADS = {"cpu": "/cpu", "io": "/io", "mixed": "/mixed"}
+
+#: gunicorn's own defaults for the settings a configuration sets (gunicorn 23-27 documentation).
+GUNICORN_DEFAULTS = {
+    "worker_class": "sync",
+    "workers": 1,
+    "threads": 1,
+    "worker_connections": 1000,
+    "max_requests": 0,
+    "max_requests_jitter": 0,
+    "keepalive": 2,
+    "backlog": 2048,
+}
+#: The plan keys that become gunicorn settings for (c) and (d).
+PLAN_SETTINGS = tuple(GUNICORN_DEFAULTS)
+#: Threads per worker of the rule of thumb for I/O-bound and mixed work.
+RULE_THREADS = 4
+
+#: wrk gives up on a response after this long and counts a timeout error.
+WRK_TIMEOUT_S = 5
+#: Seconds of load after each configuration change, not measured (new workers' first requests).
+WARMUP_S = 1
+#: Load while the per-request CPU is measured: few connections, so nothing queues.
+COST_CONNECTIONS = 4
+COST_SECONDS = 3
+COST_SAMPLES = 20
+#: Load during the HUP whose memory peak is measured: seconds before and after the HUP.
+HUP_LEAD_S = 1
+HUP_TAIL_S = 3
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much a run measures."""
+
+    name: str
+    cpus: tuple[int, ...]
+    workloads: tuple[str, ...]
+    connections: tuple[int, ...]
+    repeats: int
+    seconds: int
+    screen_seconds: int
+    grid_threads: tuple[int, ...]
+    #: extra workers over the CPU count for the grid: each entry n gives workers = cpus * n[0] + n[1]
+    grid_workers: tuple[tuple[int, int], ...]
+
+
+PROFILES = {
+    "full": Profile(
+        name="full",
+        cpus=(1, 2),
+        workloads=("cpu", "io", "mixed"),
+        connections=(64, 256),
+        repeats=3,
+        seconds=4,
+        screen_seconds=2,
+        grid_threads=(1, 4, 16, 64),
+        grid_workers=((1, 0), (1, 1), (2, 1)),
+    ),
+    "quick": Profile(
+        name="quick",
+        cpus=(2,),
+        workloads=("cpu", "io", "mixed"),
+        connections=(64,),
+        repeats=3,
+        seconds=3,
+        screen_seconds=2,
+        grid_threads=(1, 8, 32),
+        grid_workers=((1, 1), (2, 1)),
+    ),
+    "smoke": Profile(
+        name="smoke",
+        cpus=(1,),
+        workloads=("io",),
+        connections=(8,),
+        repeats=2,
+        seconds=1,
+        screen_seconds=1,
+        grid_threads=(1, 8),
+        grid_workers=((1, 1),),
+    ),
+}
+
+
+def log(message: str) -> None:
+    print("bench: " + message, file=sys.stderr, flush=True)
+
+
+# --- Configurations ------------------------------------------------------------------------------
+
+
+def shape(settings: dict) -> tuple:
+    """What makes two configurations the same measurement."""
+    return tuple(sorted(settings.items()))
+
+
+def grid(cpus: int, profile: Profile) -> dict[str, dict]:
+    """(e) candidates: sync with 1 thread, gthread with more; workers from the profile's multiples."""
+    points = {}
+    for factor, extra in profile.grid_workers:
+        workers = cpus * factor + extra
+        for threads in profile.grid_threads:
+            worker_class = "sync" if threads == 1 else "gthread"
+            # worker_connections = threads, as the role renders it: a gthread worker accepts no more
+            # connections than it can serve, so the others wait in the shared listen backlog.
+            points["grid %s %dx%d" % (worker_class, workers, threads)] = {
+                "worker_class": worker_class,
+                "workers": workers,
+                "threads": threads,
+                "worker_connections": threads,
+            }
+    return points
+
+
+def rule_of_thumb(cpus: int, workload: str) -> dict:
+    """(b): (2 x CPU) + 1 workers; sync for CPU-bound work, 4 threads each otherwise."""
+    settings = dict(GUNICORN_DEFAULTS, workers=2 * cpus + 1)
+    if workload != "cpu":
+        settings.update(worker_class="gthread", threads=RULE_THREADS)
+    return settings
+
+
+def from_plan(plan: dict) -> dict:
+    return {key: plan[key] for key in PLAN_SETTINGS}
+
+
+# --- wrk -----------------------------------------------------------------------------------------
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
+
+
+def _duration_ms(text: str) -> float:
+    match = re.fullmatch(r"([0-9.]+)(us|ms|s|m|h)", text)
+    if not match:
+        raise ValueError("not a wrk duration: %r" % text)
+    return float(match.group(1)) * _UNITS_MS[match.group(2)]
+
+
+def parse_wrk(output: str) -> dict:
+    """Requests, successful requests/s, errors and latency percentiles from ``wrk --latency``."""
+    total = re.search(r"^\s*(\d+) requests in ([0-9.]+)(us|ms|s|m|h)", output, re.M)
+    if not total:
+        raise ValueError("wrk printed no request count:\n" + output)
+    requests = int(total.group(1))
+    seconds = _duration_ms(total.group(2) + total.group(3)) / 1000.0
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    non_2xx = int(non_2xx.group(1)) if non_2xx else 0
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    socket_errors = sum(int(n) for n in socket.groups()) if socket else 0
+    latency = {
+        int(p): _duration_ms(v)
+        for p, v in re.findall(r"^\s+(50|75|90|99)(?:\.0+)?%\s+([0-9.]+(?:us|ms|s|m|h))", output, re.M)
+    }
+    ok = requests - non_2xx
+    return {
+        "requests": requests,
+        "ok": ok,
+        "errors": non_2xx + socket_errors,
+        "seconds": seconds,
+        "rps": ok / seconds if seconds else 0.0,
+        "p50_ms": latency.get(50),
+        "p99_ms": latency.get(99),
+    }
+
+
+def wrk_command(port: int, path: str, connections: int, seconds: float) -> list[str]:
+    return [
+        "wrk",
+        "--threads",
+        "1",
+        "--connections",
+        str(connections),
+        "--duration",
+        "%ds" % max(1, round(seconds)),
+        "--timeout",
+        "%ds" % WRK_TIMEOUT_S,
+        "--latency",
+        "--header",
+        "Host: " + SERVER_NAME,
+        "http://127.0.0.1:%d%s" % (port, path),
+    ]
+
+
+def wrk(port: int, path: str, connections: int, seconds: float) -> dict:
+    result = subprocess.run(wrk_command(port, path, connections, seconds), capture_output=True, text=True, check=True)
+    return parse_wrk(result.stdout)
+
+
+# --- Bench hosts ---------------------------------------------------------------------------------
+
+
+class BenchHost:
+    """One podman systemd container limited to ``cpus`` CPUs."""
+
+    def __init__(self, cpus: int, prefix: str) -> None:
+        self.cpus = cpus
+        self.name = "%s-c%d" % (prefix, cpus)
+        self.port = 0
+
+    def create(self) -> None:
+        subprocess.run(["podman", "rm", "--force", "--ignore", self.name], check=True, capture_output=True)
+        subprocess.run(
+            [
+                "podman", "run", "--detach", "--name", self.name, "--hostname", self.name,
+                "--privileged", "--cgroupns=private", "--systemd=always",
+                "--cpus=%d" % self.cpus, "--memory=" + HOST_MEMORY,
+                "--publish", "127.0.0.1::80", IMAGE, "/sbin/init",
+            ],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        subprocess.run([str(TESTHOST), "pin", self.name], check=True)
+        # Booted is enough: "degraded" (a unit the container cannot run) exits non-zero too.
+        subprocess.run(
+            ["podman", "exec", self.name, "timeout", "120", "systemctl", "is-system-running", "--wait"],
+            capture_output=True,
+            check=False,
+        )
+        self.attach()
+
+    def attach(self) -> None:
+        """Find nginx's published port (of a container this class created)."""
+        published = subprocess.run(
+            ["podman", "port", self.name, "80"], check=True, capture_output=True, text=True
+        ).stdout.split()[0]
+        self.port = int(published.rsplit(":", 1)[1])
+
+    def destroy(self) -> None:
+        subprocess.run(["podman", "rm", "--force", "--ignore", self.name], capture_output=True, check=False)
+
+    def remote(self, *args: str) -> dict:
+        result = subprocess.run(
+            ["podman", "exec", "-i", self.name, "python3", "-", *args],
+            input=REMOTE.read_text(encoding="utf-8"),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError("%s: remote.py %s failed: %s" % (self.name, args[0], result.stderr.strip()))
+        return json.loads(result.stdout)
+
+    def apply(self, settings: dict) -> dict:
+        return self.remote("apply", APP, json.dumps(settings))
+
+    def usage(self) -> dict:
+        return self.remote("usage", APP)
+
+    def measure(self, path: str, connections: int, seconds: float) -> dict:
+        """One wrk run on an idle app (nothing queued from the run before)."""
+        self.remote("drain", APP)
+        return wrk(self.port, path, connections, seconds)
+
+    def get(self, path: str) -> dict:
+        request = urllib.request.Request("http://127.0.0.1:%d%s" % (self.port, path), headers={"Host": SERVER_NAME})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+
+
+def inventory(hosts: list[BenchHost]) -> dict:
+    return {
+        "all": {
+            "hosts": {
+                host.name: {
+                    "ansible_connection": "containers.podman.podman",
+                    "ansible_python_interpreter": "/usr/bin/python3",
+                }
+                for host in hosts
+            },
+            "vars": {
+                "flask_stack_become": False,
+                "flask_stack_apps": [
+                    {
+                        "name": APP,
+                        "wsgi": "flaskops_demo:app",
+                        "source": {"path": str(ROOT / "playbooks" / "files" / "flaskops_demo")},
+                        "server_name": [SERVER_NAME],
+                        "workload": {"profile": "mixed"},
+                    }
+                ],
+            },
+        }
+    }
+
+
+def ansible_playbook(inventory_file: Path, playbook: Path, *extra: str) -> None:
+    command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory_file), str(playbook), *extra]
+    subprocess.run(command, check=True, cwd=ROOT)
+
+
+# --- Measuring -----------------------------------------------------------------------------------
+
+
+def measure_cost(host: BenchHost, workload: str) -> dict:
+    """Per-request CPU of the app's processes (gunicorn and Flask included) and the wait the app reports."""
+    path = WORKLOADS[workload]
+    replies = [host.get(path) for _request in range(COST_SAMPLES)]
+    before = host.usage()["cpu_ns"]
+    run = wrk(host.port, path, COST_CONNECTIONS, COST_SECONDS)
+    after = host.usage()["cpu_ns"]
+    if not run["ok"]:
+        raise RuntimeError("%s: no successful %s request while measuring its cost" % (host.name, path))
+    return {
+        "cpu_ms": round((after - before) / 1e6 / run["ok"], 2),
+        "app_cpu_ms": round(statistics.median(r["cpu_ms"] for r in replies), 2),
+        "wait_ms": round(statistics.median(r["wait_ms"] for r in replies), 2),
+    }
+
+
+def fit_memory(points: list[tuple[int, int, float]]) -> dict:
+    """Fit steady anon MiB = master + workers x (worker + threads x thread) by least squares.
+
+    ``points`` are (workers, threads, anon_mb). Returns master, worker and thread MiB (thread >= 0).
+    """
+    design = numpy.array([[1.0, w, w * t] for w, t, _anon in points])
+    observed = numpy.array([anon for _w, _t, anon in points])
+    (master, worker, thread), *_fit = numpy.linalg.lstsq(design, observed, rcond=None)
+    return {
+        "master_mb": round(float(master), 1),
+        "worker_mb": round(float(worker), 1),
+        "thread_mb": round(float(thread), 3),
+    }
+
+
+def screen(host: BenchHost, workload: str, profile: Profile) -> dict:
+    """One short run per grid point and connection count; steady memory after it."""
+    path = WORKLOADS[workload]
+    results = {}
+    for label, settings in grid(host.cpus, profile).items():
+        host.apply(settings)
+        wrk(host.port, path, profile.connections[0], WARMUP_S)
+        runs = {str(c): host.measure(path, c, profile.screen_seconds) for c in profile.connections}
+        results[label] = {"settings": settings, "runs": runs, "anon_mb": host.usage()["anon_mb"]}
+        log(
+            "%s %s %-24s %s"
+            % (host.name, workload, label, "  ".join("c%s %.0f/s" % (c, r["rps"]) for c, r in runs.items()))
+        )
+    return results
+
+
+def finalists(screened: dict, connections: tuple[int, ...]) -> list[str]:
+    """The best screened grid point at each connection count (in order, without repeats)."""
+    best = []
+    for c in connections:
+        label = max(screened, key=lambda name: screened[name]["runs"][str(c)]["rps"])
+        if label not in best:
+            best.append(label)
+    return best
+
+
+def hup_peak(host: BenchHost, path: str, connections: int, workers: int) -> dict:
+    """The app's anonymous-memory peak during a HUP under load, and the load's errors meanwhile."""
+    load = subprocess.Popen(
+        wrk_command(host.port, path, connections, HUP_LEAD_S + HUP_TAIL_S + 2),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(HUP_LEAD_S)
+        peak = host.remote("hup-peak", APP, str(workers))
+    finally:
+        out, _err = load.communicate()
+    run = parse_wrk(out)
+    peak.update(load_ok=run["ok"], load_errors=run["errors"])
+    return peak
+
+
+def final(host: BenchHost, workload: str, configs: dict[str, dict], profile: Profile) -> dict:
+    """Interleaved repeats of every distinct configuration; memory once per configuration."""
+    path = WORKLOADS[workload]
+    distinct: dict[tuple, list[str]] = {}
+    for label, settings in configs.items():
+        distinct.setdefault(shape(settings), []).append(label)
+    order = list(distinct)
+    samples: dict[tuple, dict[str, list[dict]]] = {key: {str(c): [] for c in profile.connections} for key in order}
+    memory: dict[tuple, dict] = {}
+    for repeat in range(profile.repeats):
+        rotation = order[repeat % len(order) :] + order[: repeat % len(order)]
+        for key in rotation:
+            settings = dict(key)
+            host.apply(settings)
+            wrk(host.port, path, profile.connections[0], WARMUP_S)
+            for c in profile.connections:
+                samples[key][str(c)].append(host.measure(path, c, profile.seconds))
+            if key not in memory:
+                steady = host.usage()["anon_mb"]
+                memory[key] = dict(hup_peak(host, path, profile.connections[0], settings["workers"]), steady_mb=steady)
+            log(
+                "%s %s rep %d %-30s %s"
+                % (
+                    host.name,
+                    workload,
+                    repeat + 1,
+                    "/".join(distinct[key]),
+                    "  ".join("c%s %.0f/s" % (c, s[-1]["rps"]) for c, s in samples[key].items()),
+                )
+            )
+    results = {}
+    for key, labels in distinct.items():
+        for label in labels:
+            results[label] = {"settings": dict(key), "samples": samples[key], "memory": memory[key]}
+    return results
+
+
+# --- Analysis ------------------------------------------------------------------------------------
+
+
+def median_of(samples: list[dict], field: str) -> float | None:
+    values = [s[field] for s in samples if s.get(field) is not None]
+    return statistics.median(values) if values else None
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return round(numerator / denominator, 3)
+
+
+def summarize(cell: dict, connections: tuple[int, ...]) -> dict:
+    """Medians per configuration and connection count, the best grid point (e) and the ratios."""
+    summary = {}
+    for c in map(str, connections):
+        rows = {}
+        for label, result in cell["final"].items():
+            samples = result["samples"][c]
+            rows[label] = {
+                "rps": round(median_of(samples, "rps"), 1),
+                "p50_ms": median_of(samples, "p50_ms"),
+                "p99_ms": median_of(samples, "p99_ms"),
+                "errors": sum(s["errors"] for s in samples),
+                "requests": sum(s["requests"] for s in samples),
+            }
+        grid_labels = [label for label in rows if label.startswith("grid ")]
+        best = max(grid_labels, key=lambda label: rows[label]["rps"])
+        rps = {label: row["rps"] for label, row in rows.items()}
+        summary[c] = {
+            "rows": rows,
+            "best": best,
+            "ratios": {
+                "plan_vs_best": ratio(rps["plan"], rps[best]),
+                "profile_vs_best": ratio(rps["profile"], rps[best]),
+                "plan_vs_rule": ratio(rps["plan"], rps["rule"]),
+                "plan_vs_default": ratio(rps["plan"], rps["default"]),
+                "profile_vs_rule": ratio(rps["profile"], rps["rule"]),
+                "profile_vs_default": ratio(rps["profile"], rps["default"]),
+                "plan_p99_vs_best": ratio(rows["plan"]["p99_ms"], rows[best]["p99_ms"]),
+            },
+        }
+    return summary
+
+
+def targets(summary: dict, memory: dict) -> dict:
+    """The issue's targets for one cell: True when met."""
+    checks = {}
+    for c, s in summary.items():
+        r = s["ratios"]
+        checks["c%s plan >= 0.95 best" % c] = r["plan_vs_best"] is not None and r["plan_vs_best"] >= 0.95
+        checks["c%s plan p99 <= 1.25 best" % c] = r["plan_p99_vs_best"] is not None and r["plan_p99_vs_best"] <= 1.25
+        checks["c%s profile >= 0.90 best" % c] = r["profile_vs_best"] is not None and r["profile_vs_best"] >= 0.90
+        checks["c%s plan and profile >= rule" % c] = (r["plan_vs_rule"] or 0) >= 1.0 and (
+            r["profile_vs_rule"] or 0
+        ) >= 1.0
+    checks["plan memory_peak_mb within 25 % of the HUP peak"] = abs(memory["plan_error"]) <= 0.25
+    return checks
+
+
+BENCH_LINE = (
+    "BENCH RESULT workload={workload} cpus={cpus} conns={conns} ratio_plan_vs_best={plan_vs_best} "
+    "ratio_profile_vs_best={profile_vs_best} ratio_plan_vs_rule={plan_vs_rule} "
+    "ratio_plan_vs_default={plan_vs_default}"
+)
+
+
+def _ratio_text(value: float | None) -> str:
+    """Two decimals; ``inf`` when the reference served no request at all (its ratio has no bound)."""
+    return "inf" if value is None else "%.2f" % value
+
+
+def bench_lines(cells: list[dict]) -> list[str]:
+    lines = []
+    for cell in cells:
+        for c, s in cell["summary"].items():
+            ratios = {key: _ratio_text(value) for key, value in s["ratios"].items()}
+            lines.append(BENCH_LINE.format(workload=cell["workload"], cpus=cell["cpus"], conns=c, **ratios))
+    return lines
+
+
+# --- Reports -------------------------------------------------------------------------------------
+
+CONFIG_NAMES = {
+    "default": "(a) gunicorn defaults",
+    "rule": "(b) rule of thumb",
+    "profile": "(c) plan, profile only",
+    "plan": "(d) plan, measured inputs",
+}
+
+
+def describe(settings: dict) -> str:
+    if settings["worker_class"] == "sync":
+        return "%d sync" % settings["workers"]
+    return "%d %s x %d" % (settings["workers"], settings["worker_class"], settings["threads"])
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def markdown(report: dict) -> str:
+    meta = report["meta"]
+    out = [
+        "# flaskops.stack tuning benchmark, %s" % meta["date"],
+        "",
+        "Profile `%s`, commit `%s`, %s; %d repeats of %d s per configuration and connection count, "
+        "interleaved, medians; wrk on 127.0.0.1 through nginx. Generated by `benchmarks/bench.py`; "
+        "benchmarks/README.md explains each column."
+        % (meta["profile"], meta["commit"], meta["machine"], meta["repeats"], meta["seconds"]),
+        "",
+        "## Ratios",
+        "",
+        "| workload | CPUs | conns | d/e | c/e | d/b | d/a | c/b | c/a | d p99 / e p99 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for cell in report["cells"]:
+        for c, s in cell["summary"].items():
+            r = s["ratios"]
+            out.append(
+                "| %s | %d | %s | %s |"
+                % (
+                    cell["workload"],
+                    cell["cpus"],
+                    c,
+                    " | ".join(
+                        _ratio_text(r[k])
+                        for k in (
+                            "plan_vs_best",
+                            "profile_vs_best",
+                            "plan_vs_rule",
+                            "plan_vs_default",
+                            "profile_vs_rule",
+                            "profile_vs_default",
+                            "plan_p99_vs_best",
+                        )
+                    ),
+                )
+            )
+    out += ["", "```"] + report["bench_lines"] + ["```", ""]
+    out += [
+        "## Measured workloads",
+        "",
+        "| workload | CPUs | cpu_ms (cgroup) | cpu_ms (app) | wait_ms |",
+        "|---|---|---|---|---|",
+    ]
+    for cell in report["cells"]:
+        cost = cell["cost"]
+        out.append(
+            "| %s | %d | %.2f | %.2f | %.2f |"
+            % (cell["workload"], cell["cpus"], cost["cpu_ms"], cost["app_cpu_ms"], cost["wait_ms"])
+        )
+    out += [
+        "",
+        "`cpu_ms (cgroup)` is the app unit's CPU time per request (gunicorn and Flask included), which the "
+        "plan (d) is given; `cpu_ms (app)` is what the endpoint itself burns.",
+        "",
+        "## Memory",
+        "",
+        "| CPUs | fitted master MiB | worker MiB | thread MiB |",
+        "|---|---|---|---|",
+    ]
+    for cpus, fit in sorted(report["memory_fit"].items()):
+        out.append("| %s | %.1f | %.1f | %.3f |" % (cpus, fit["master_mb"], fit["worker_mb"], fit["thread_mb"]))
+    out += [
+        "",
+        "| workload | CPUs | plan (d) | steady MiB | HUP peak MiB | plan memory_mb | plan memory_peak_mb "
+        "| peak error |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for cell in report["cells"]:
+        m = cell["memory"]
+        out.append(
+            "| %s | %d | %s | %.1f | %.1f | %d | %d | %+.0f %% |"
+            % (
+                cell["workload"],
+                cell["cpus"],
+                describe(cell["final"]["plan"]["settings"]),
+                m["steady_mb"],
+                m["peak_mb"],
+                m["plan_memory_mb"],
+                m["plan_memory_peak_mb"],
+                m["plan_error"] * 100,
+            )
+        )
+    out += ["", "## Every configuration", ""]
+    for cell in report["cells"]:
+        out += [
+            "### %s, %d CPU%s" % (cell["workload"], cell["cpus"], "s" if cell["cpus"] > 1 else ""),
+            "",
+            "| configuration | gunicorn | conns | req/s | p50 ms | p99 ms | errors | steady MiB | HUP peak MiB |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for c, s in cell["summary"].items():
+            for label, row in s["rows"].items():
+                name = CONFIG_NAMES.get(label, label + (" = (e)" if label == s["best"] else ""))
+                memory = cell["final"][label]["memory"]
+                out.append(
+                    "| %s | %s | %s | %.1f | %s | %s | %d | %.1f | %.1f |"
+                    % (
+                        name,
+                        describe(cell["final"][label]["settings"]),
+                        c,
+                        row["rps"],
+                        _fmt(row["p50_ms"], ".1f"),
+                        _fmt(row["p99_ms"], ".1f"),
+                        row["errors"],
+                        memory["steady_mb"],
+                        memory["peak_mb"],
+                    )
+                )
+        out.append("")
+        out += [
+            "Targets: "
+            + "; ".join("%s %s" % (name, "met" if ok else "**not met**") for name, ok in cell["targets"].items()),
+            "",
+            "Screened grid (one %d s run each): %s"
+            % (
+                report["meta"]["screen_seconds"],
+                "; ".join(
+                    "%s %s" % (label, "/".join("%.0f" % r["rps"] for r in point["runs"].values()))
+                    for label, point in cell["screen"].items()
+                ),
+            ),
+            "",
+        ]
+    return "\n".join(out) + "\n"
+
+
+def plot(report: dict, path: Path) -> None:
+    """Grouped bars of requests/s per configuration, one panel per workload and CPU count."""
+    cells = report["cells"]
+    columns = len({cell["workload"] for cell in cells})
+    rows = math.ceil(len(cells) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.8 * rows), squeeze=False)
+    for axis, cell in zip(axes.flat, cells, strict=False):
+        any_summary = next(iter(cell["summary"].values()))
+        labels = ["default", "rule", "profile", "plan"] + [
+            label for label in any_summary["rows"] if label.startswith("grid ")
+        ]
+        width = 0.8 / len(cell["summary"])
+        for index, (c, s) in enumerate(cell["summary"].items()):
+            xs = [i + index * width for i in range(len(labels))]
+            values = [s["rows"][label]["rps"] for label in labels]
+            bars = axis.bar(xs, values, width, label="%s conns" % c)
+            plan_bar = bars[labels.index("plan")]
+            plan_bar.set_edgecolor("black")
+            plan_bar.set_linewidth(2)
+            axis.annotate(
+                "plan",
+                (plan_bar.get_x() + plan_bar.get_width() / 2, plan_bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                fontweight="bold",
+            )
+        axis.set_xticks([i + 0.4 - width / 2 for i in range(len(labels))])
+        axis.set_xticklabels(
+            [
+                {"default": "(a) default", "rule": "(b) rule", "profile": "(c) profile", "plan": "(d) plan"}.get(
+                    label, label.replace("grid ", "")
+                )
+                for label in labels
+            ],
+            rotation=35,
+            ha="right",
+            fontsize=7,
+        )
+        axis.set_title("%s, %d CPU%s" % (cell["workload"], cell["cpus"], "s" if cell["cpus"] > 1 else ""), fontsize=9)
+        axis.set_ylabel("requests/s (median)", fontsize=8)
+        axis.legend(fontsize=7)
+    for axis in list(axes.flat)[len(cells) :]:
+        axis.set_visible(False)
+    figure.suptitle(
+        "flaskops.stack benchmark %s (%s)" % (report["meta"]["date"], report["meta"]["profile"]), fontsize=10
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+# --- Main ----------------------------------------------------------------------------------------
+
+
+def git_commit() -> str:
+    result = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    return result.stdout.strip() or "unknown"
+
+
+def run(profile: Profile, out: Path, keep: bool, prefix: str, reuse: bool) -> dict:
+    started = time.monotonic()
+    hosts = [BenchHost(cpus, prefix) for cpus in profile.cpus]
+    work = Path(tempfile.mkdtemp(prefix="flaskops-bench-"))
+    try:
+        inventory_file = work / "inventory.json"
+        inventory_file.write_text(json.dumps(inventory(hosts), indent=2), encoding="utf-8")
+        if reuse:
+            for host in hosts:
+                host.attach()
+        else:
+            for host in hosts:
+                host.create()
+            log("provisioning %s with playbooks/site.yml" % ", ".join(h.name for h in hosts))
+            ansible_playbook(inventory_file, ROOT / "playbooks" / "site.yml")
+        provisioned = time.monotonic()
+
+        cells: dict[tuple[int, str], dict] = {}
+        fits = {}
+        inputs: dict[str, dict] = {}
+        for host in hosts:
+            neutral = {"worker_class": "gthread", "workers": host.cpus + 1, "threads": 8, "worker_connections": 8}
+            host.apply(neutral)
+            anon_points = []
+            for workload in profile.workloads:
+                cost = measure_cost(host, workload)
+                log("%s %s cost: %s" % (host.name, workload, cost))
+                screened = screen(host, workload, profile)
+                cells[(host.cpus, workload)] = {
+                    "cpus": host.cpus,
+                    "workload": workload,
+                    "cost": cost,
+                    "screen": screened,
+                }
+                anon_points += [
+                    (p["settings"]["workers"], p["settings"]["threads"], p["anon_mb"]) for p in screened.values()
+                ]
+            fit = fit_memory(anon_points) if len(anon_points) >= 3 else None
+            fits[str(host.cpus)] = fit or {"master_mb": 0.0, "worker_mb": 0.0, "thread_mb": 0.0}
+            inputs[host.name] = {}
+            for workload in profile.workloads:
+                cost = cells[(host.cpus, workload)]["cost"]
+                measured = {"cpu_ms": cost["cpu_ms"], "wait_ms": cost["wait_ms"]}
+                if fit and fit["worker_mb"] > 0:
+                    measured.update(worker_rss_mb=fit["worker_mb"], thread_rss_mb=max(0.0, fit["thread_mb"]))
+                inputs[host.name][workload] = measured
+        screened_at = time.monotonic()
+
+        plans_file = work / "plans.json"
+        (work / "inputs.json").write_text(
+            json.dumps({"bench_inputs": inputs, "bench_plans_file": str(plans_file)}), encoding="utf-8"
+        )
+        ansible_playbook(inventory_file, PLANS_PLAYBOOK, "-e", "@%s" % (work / "inputs.json"))
+        plans = json.loads(plans_file.read_text(encoding="utf-8"))
+
+        for host in hosts:
+            for workload in profile.workloads:
+                cell = cells[(host.cpus, workload)]
+                plan_c = plans[host.name][workload]["profile"]
+                plan_d = plans[host.name][workload]["measured"]
+                configs = {
+                    "default": dict(GUNICORN_DEFAULTS),
+                    "rule": rule_of_thumb(host.cpus, workload),
+                    "profile": from_plan(plan_c),
+                    "plan": from_plan(plan_d),
+                }
+                for label in finalists(cell["screen"], profile.connections):
+                    configs[label] = cell["screen"][label]["settings"]
+                cell["plans"] = {"profile": plan_c, "measured": plan_d}
+                cell["inputs"] = inputs[host.name][workload]
+                cell["final"] = final(host, workload, configs, profile)
+        finished = time.monotonic()
+    finally:
+        if not keep:
+            for host in hosts:
+                host.destroy()
+        shutil.rmtree(work, ignore_errors=True)
+
+    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
+    report = {
+        "meta": {
+            "date": date,
+            "profile": profile.name,
+            "commit": git_commit(),
+            "machine": "%d CPUs on the machine" % os.cpu_count(),
+            "repeats": profile.repeats,
+            "seconds": profile.seconds,
+            "screen_seconds": profile.screen_seconds,
+            "connections": list(profile.connections),
+            "timings_s": {
+                "provision": round(provisioned - started),
+                "screen": round(screened_at - provisioned),
+                "final": round(finished - screened_at),
+                "total": round(finished - started),
+            },
+        },
+        "memory_fit": fits,
+        "cells": [cells[key] for key in sorted(cells)],
+    }
+    # The samples first, so that nothing measured is lost if the analysis fails (--render redoes it).
+    out.mkdir(parents=True, exist_ok=True)
+    (out / ("%s.json" % date)).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    analyse(report)
+    write(report, out)
+    return report
+
+
+def analyse(report: dict) -> None:
+    """Medians, ratios, memory comparison and targets of every cell; the BENCH RESULT lines."""
+    connections = tuple(report["meta"]["connections"])
+    for cell in report["cells"]:
+        cell["summary"] = summarize(cell, connections)
+        measured = cell["final"]["plan"]["memory"]
+        plan_c, plan_d = cell["plans"]["profile"], cell["plans"]["measured"]
+        cell["memory"] = {
+            "steady_mb": measured["steady_mb"],
+            "peak_mb": measured["peak_mb"],
+            "plan_memory_mb": plan_d["memory_mb"],
+            "plan_memory_peak_mb": plan_d["memory_peak_mb"],
+            "plan_error": round(plan_d["memory_peak_mb"] / measured["peak_mb"] - 1, 3),
+            "profile_memory_peak_mb": plan_c["memory_peak_mb"],
+        }
+        cell["targets"] = targets(cell["summary"], cell["memory"])
+    report["bench_lines"] = bench_lines(report["cells"])
+
+
+def write(report: dict, out: Path) -> None:
+    date = report["meta"]["date"]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / ("%s.json" % date)).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    (out / ("%s.md" % date)).write_text(markdown(report), encoding="utf-8")
+    plot(report, out / ("%s.png" % date))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    parser.add_argument("--out", type=Path, required=True, help="directory for <date>.json, .md and .png")
+    parser.add_argument("--keep", action="store_true", help="leave the containers running afterwards")
+    parser.add_argument("--prefix", default="flaskops-bench", help="container name prefix (default %(default)s)")
+    parser.add_argument(
+        "--reuse", action="store_true", help="measure the containers a --keep run left, without provisioning them"
+    )
+    parser.add_argument(
+        "--render", type=Path, metavar="JSON", help="measure nothing: analyse a saved <date>.json again into --out"
+    )
+    args = parser.parse_args(argv)
+    if args.render:
+        report = json.loads(args.render.read_text(encoding="utf-8"))
+        analyse(report)
+        write(report, args.out)
+        print("\n".join(report["bench_lines"]))
+        return 0
+    for tool in ("podman", "wrk"):
+        if shutil.which(tool) is None:
+            parser.error("%s is not installed: run `make testhost` first" % tool)
+    report = run(PROFILES[args.profile], args.out, args.keep or args.reuse, args.prefix, args.reuse)
+    for line in report["bench_lines"]:
+        print(line)
+    log("results in %s/%s.{md,json,png}; %s" % (args.out, report["meta"]["date"], report["meta"]["timings_s"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

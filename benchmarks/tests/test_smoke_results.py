@@ -1,0 +1,148 @@
+# Copyright: (c) 2026, flaskops.stack contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What `make bench-smoke` checks after running the harness on its tiny grid (BENCH_RESULTS_DIR).
+
+The benchmark itself asserts nothing about the stack's speed; these tests check that the harness still
+measures what it says it does and writes every output: each configuration ran the settings it names,
+every interleaved repeat produced requests, the analysis agrees with the samples, and the report, the
+JSON, the plot and the BENCH RESULT lines are all there and consistent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import bench
+
+RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR", "")).resolve()
+PROFILE = bench.PROFILES["smoke"]
+LINE = re.compile(
+    r"^BENCH RESULT workload=(\w+) cpus=(\d+) conns=(\d+) ratio_plan_vs_best=(\d+\.\d\d) "
+    r"ratio_profile_vs_best=(\d+\.\d\d) ratio_plan_vs_rule=(\d+\.\d\d) ratio_plan_vs_default=(\d+\.\d\d)$"
+)
+
+pytestmark = pytest.mark.skipif(
+    not os.environ.get("BENCH_RESULTS_DIR"), reason="run by make bench-smoke with BENCH_RESULTS_DIR set"
+)
+
+
+def _one(pattern: str) -> Path:
+    found = sorted(RESULTS.glob(pattern))
+    assert len(found) == 1, "expected one %s in %s, found %s" % (pattern, RESULTS, found)
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def report() -> dict:
+    return json.loads(_one("*.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def cell(report) -> dict:
+    assert [(c["workload"], c["cpus"]) for c in report["cells"]] == [
+        (w, n) for n in PROFILE.cpus for w in PROFILE.workloads
+    ]
+    return report["cells"][0]
+
+
+def test_every_configuration_was_measured_in_every_repeat(cell):
+    labels = list(cell["final"])
+    assert labels[:4] == ["default", "rule", "profile", "plan"]
+    assert [label for label in labels[4:] if label.startswith("grid ")] == labels[4:] != []
+    for label, result in cell["final"].items():
+        for conns in map(str, PROFILE.connections):
+            samples = result["samples"][conns]
+            assert len(samples) == PROFILE.repeats, label
+            assert all(s["requests"] > 0 for s in samples), (label, samples)
+
+
+def test_configurations_are_the_ones_they_name(cell):
+    final = cell["final"]
+    assert final["default"]["settings"] == bench.GUNICORN_DEFAULTS
+    assert final["rule"]["settings"] == bench.rule_of_thumb(cell["cpus"], cell["workload"])
+    assert final["profile"]["settings"] == bench.from_plan(cell["plans"]["profile"])
+    assert final["plan"]["settings"] == bench.from_plan(cell["plans"]["measured"])
+    grid = bench.grid(cell["cpus"], PROFILE)
+    for label in final:
+        if label.startswith("grid "):
+            assert final[label]["settings"] == grid[label]
+    assert set(cell["screen"]) == set(grid)
+
+
+def test_plan_d_was_given_what_was_measured(cell):
+    cost, inputs = cell["cost"], cell["inputs"]
+    assert (inputs["cpu_ms"], inputs["wait_ms"]) == (cost["cpu_ms"], cost["wait_ms"])
+    # The io endpoint burns about 1 ms and sleeps 50 ms; gunicorn and Flask add CPU of their own.
+    assert cost["app_cpu_ms"] == pytest.approx(1.0, abs=0.5)
+    assert cost["wait_ms"] == pytest.approx(50.0, abs=5.0)
+    assert cost["cpu_ms"] > cost["app_cpu_ms"]
+    explain = " ".join(cell["plans"]["measured"]["explain"])
+    assert "measured %g ms CPU + %g ms waiting" % (cost["cpu_ms"], cost["wait_ms"]) in explain
+
+
+def test_the_plan_served_without_errors_and_the_analysis_matches_the_samples(cell):
+    for conns, summary in cell["summary"].items():
+        rows = summary["rows"]
+        assert rows["plan"]["errors"] == 0
+        assert rows["plan"]["rps"] > 0
+        grid_labels = [label for label in rows if label.startswith("grid ")]
+        assert summary["best"] == max(grid_labels, key=lambda label: rows[label]["rps"])
+        for label, row in rows.items():
+            assert row["rps"] == pytest.approx(bench.median_of(cell["final"][label]["samples"][conns], "rps"), abs=0.05)
+        assert summary["ratios"]["plan_vs_best"] == pytest.approx(
+            rows["plan"]["rps"] / rows[summary["best"]]["rps"], abs=1e-3
+        )
+
+
+def test_memory_was_sampled_in_steady_state_and_during_a_hup(cell):
+    for label, result in cell["final"].items():
+        memory = result["memory"]
+        assert 0 < memory["steady_mb"] <= memory["peak_mb"], label
+        assert memory["workers"] == result["settings"]["workers"], label
+        assert memory["load_ok"] > 0, label
+    assert cell["memory"]["plan_memory_peak_mb"] == cell["plans"]["measured"]["memory_peak_mb"]
+
+
+def test_bench_result_lines_were_printed_for_every_cell(report):
+    printed = [
+        line
+        for line in (RESULTS / "stdout.txt").read_text(encoding="utf-8").splitlines()
+        if line.startswith("BENCH RESULT")
+    ]
+    assert printed == report["bench_lines"]
+    assert [LINE.match(line).groups()[:3] for line in printed] == [
+        (w, str(n), str(c)) for n in PROFILE.cpus for w in PROFILE.workloads for c in PROFILE.connections
+    ]
+
+
+def test_the_markdown_report_has_every_table(report):
+    text = _one("*.md").read_text(encoding="utf-8")
+    for heading in ("## Ratios", "## Measured workloads", "## Memory", "## Every configuration"):
+        assert heading in text
+    for line in report["bench_lines"]:
+        assert line in text
+    for name in bench.CONFIG_NAMES.values():
+        assert "| %s |" % name in text
+
+
+def test_the_plot_is_a_png_of_useful_size():
+    data = _one("*.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    assert width >= 400 and height >= 300
+
+
+def test_the_containers_are_gone():
+    for cpus in PROFILE.cpus:
+        name = "flaskops-bench-smoke-c%d" % cpus
+        assert subprocess.run(["podman", "container", "exists", name], check=False).returncode == 1, name

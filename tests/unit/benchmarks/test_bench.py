@@ -1,0 +1,203 @@
+# Copyright: (c) 2026, flaskops.stack contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""benchmarks/bench.py: the parts that need no container (wrk parsing, configurations, analysis)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parents[3] / "benchmarks"
+if str(BENCH_DIR) not in sys.path:
+    sys.path.insert(0, str(BENCH_DIR))
+
+import bench  # noqa: E402
+
+WRK_ERRORS = """Running 4s test @ http://127.0.0.1:40123/io
+  1 threads and 256 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.21s   401.22ms   4.98s    80.12%
+    Req/Sec   210.11     40.02   300.00     70.00%
+  Latency Distribution
+     50%  980.50ms
+     75%    1.40s
+     90%    1.90s
+     99%    3.20s
+  812 requests in 4.01s, 150.00KB read
+  Socket errors: connect 0, read 3, write 1, timeout 40
+  Non-2xx or 3xx responses: 12
+Requests/sec:    202.49
+Transfer/sec:     37.41KB
+"""
+
+WRK_CLEAN = """Running 1s test @ http://127.0.0.1:40123/cpu
+  1 threads and 4 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   850.00us  100.00us   2.00ms   90.00%
+    Req/Sec     4.60k   100.00     4.70k    90.00%
+  Latency Distribution
+     50%  820.00us
+     75%    0.90ms
+     90%    1.00ms
+     99%    1.50ms
+  4600 requests in 1.00s, 0.86MB read
+Requests/sec:   4600.00
+Transfer/sec:      0.86MB
+"""
+
+
+def test_parse_wrk_counts_every_failure_kind_and_converts_units():
+    run = bench.parse_wrk(WRK_ERRORS)
+    assert run["requests"] == 812
+    assert run["ok"] == 800  # non-2xx answers are requests wrk completed, but not successes
+    assert run["errors"] == 12 + 3 + 1 + 40
+    assert run["seconds"] == pytest.approx(4.01)
+    assert run["rps"] == pytest.approx(800 / 4.01)
+    assert run["p50_ms"] == pytest.approx(980.5)
+    assert run["p99_ms"] == pytest.approx(3200.0)
+
+
+def test_parse_wrk_without_errors_and_microsecond_latencies():
+    run = bench.parse_wrk(WRK_CLEAN)
+    assert (run["requests"], run["ok"], run["errors"]) == (4600, 4600, 0)
+    assert run["p50_ms"] == pytest.approx(0.82)
+    assert run["p99_ms"] == pytest.approx(1.5)
+
+
+def test_parse_wrk_refuses_output_without_a_request_count():
+    with pytest.raises(ValueError, match="no request count"):
+        bench.parse_wrk("unable to connect to 127.0.0.1:1 Connection refused\n")
+
+
+def test_wrk_command_is_bounded_and_names_the_site():
+    command = bench.wrk_command(40123, "/io", 64, 2.4)
+    assert command[0] == "wrk"
+    assert command[command.index("--duration") + 1] == "2s"
+    assert command[command.index("--timeout") + 1] == "%ds" % bench.WRK_TIMEOUT_S
+    assert "Host: " + bench.SERVER_NAME in command
+    assert command[-1] == "http://127.0.0.1:40123/io"
+
+
+@pytest.mark.parametrize("cpus", [1, 2, 4])
+def test_the_full_grid_spans_sync_and_gthread_around_the_cpu_count(cpus):
+    points = bench.grid(cpus, bench.PROFILES["full"])
+    assert len(points) == 12
+    assert {p["workers"] for p in points.values()} == {cpus, cpus + 1, 2 * cpus + 1}
+    for label, settings in points.items():
+        assert label == "grid %s %dx%d" % (settings["worker_class"], settings["workers"], settings["threads"])
+        # sync with threads > 1 would silently become gthread in gunicorn
+        assert (settings["worker_class"] == "sync") == (settings["threads"] == 1)
+        assert settings["worker_connections"] == settings["threads"]
+
+
+def test_rule_of_thumb_is_2n_plus_1_with_four_threads_for_waiting_work():
+    assert bench.rule_of_thumb(2, "cpu") == dict(bench.GUNICORN_DEFAULTS, workers=5)
+    assert bench.rule_of_thumb(1, "io") == dict(bench.GUNICORN_DEFAULTS, workers=3, worker_class="gthread", threads=4)
+    assert bench.rule_of_thumb(2, "mixed")["threads"] == 4
+
+
+def test_configurations_from_a_plan_take_only_gunicorn_settings():
+    plan = dict.fromkeys(bench.PLAN_SETTINGS, 7) | {"concurrency": 49, "nginx": {}, "explain": []}
+    assert bench.from_plan(plan) == dict.fromkeys(bench.PLAN_SETTINGS, 7)
+
+
+def _run(rps, p99=10.0, errors=0):
+    return {
+        "requests": int(rps * 4) + errors,
+        "ok": int(rps * 4),
+        "errors": errors,
+        "rps": rps,
+        "p50_ms": 5.0,
+        "p99_ms": p99,
+    }
+
+
+def test_finalists_are_the_best_screened_point_per_connection_count():
+    screened = {
+        "grid sync 3x1": {"runs": {"64": _run(100), "256": _run(90)}},
+        "grid gthread 3x16": {"runs": {"64": _run(150), "256": _run(140)}},
+        "grid gthread 3x64": {"runs": {"64": _run(140), "256": _run(160)}},
+    }
+    assert bench.finalists(screened, (64, 256)) == ["grid gthread 3x16", "grid gthread 3x64"]
+    assert bench.finalists(screened, (64,)) == ["grid gthread 3x16"]
+
+
+def _cell(rps_by_label, p99_by_label=None):
+    p99_by_label = p99_by_label or {}
+    return {
+        "final": {
+            label: {"samples": {"64": [_run(r, p99_by_label.get(label, 10.0)) for r in values]}}
+            for label, values in rps_by_label.items()
+        }
+    }
+
+
+def test_summary_takes_medians_and_the_best_grid_point_as_reference():
+    cell = _cell(
+        {
+            "default": [10, 12, 11],
+            "rule": [80, 95, 90],
+            "profile": [99, 97, 98],
+            "plan": [100, 101, 150],  # one outlier: the median ignores it
+            "grid gthread 2x16": [104, 102, 103],
+            "grid gthread 2x64": [90, 91, 92],
+        },
+        {"plan": 12.0},
+    )
+    summary = bench.summarize(cell, (64,))["64"]
+    assert summary["best"] == "grid gthread 2x16"
+    assert summary["rows"]["plan"]["rps"] == 101
+    ratios = summary["ratios"]
+    assert ratios["plan_vs_best"] == pytest.approx(101 / 103, abs=1e-3)
+    assert ratios["profile_vs_best"] == pytest.approx(98 / 103, abs=1e-3)
+    assert ratios["plan_vs_rule"] == pytest.approx(101 / 90, abs=1e-3)
+    assert ratios["plan_vs_default"] == pytest.approx(101 / 11, abs=1e-3)
+    assert ratios["plan_p99_vs_best"] == pytest.approx(1.2)
+
+
+def test_targets_fail_where_the_plan_falls_short():
+    cell = _cell(
+        {
+            "default": [10],
+            "rule": [95],
+            "profile": [85],
+            "plan": [94],
+            "grid gthread 2x16": [100],
+        },
+        {"plan": 13.0},
+    )
+    summary = bench.summarize(cell, (64,))
+    checks = bench.targets(summary, {"plan_error": 0.30})
+    assert checks == {
+        "c64 plan >= 0.95 best": False,
+        "c64 plan p99 <= 1.25 best": False,
+        "c64 profile >= 0.90 best": False,
+        "c64 plan and profile >= rule": False,
+        "plan memory_peak_mb within 25 % of the HUP peak": False,
+    }
+    good = bench.summarize(
+        _cell({"default": [10], "rule": [90], "profile": [95], "plan": [99], "grid sync 3x1": [100]}), (64,)
+    )
+    assert all(bench.targets(good, {"plan_error": -0.2}).values())
+
+
+def test_bench_lines_follow_the_documented_format():
+    cell = _cell({"default": [10], "rule": [50], "profile": [95], "plan": [99], "grid sync 3x1": [100]})
+    cell.update(workload="cpu", cpus=2, summary=bench.summarize(cell, (64,)))
+    assert bench.bench_lines([cell]) == [
+        "BENCH RESULT workload=cpu cpus=2 conns=64 ratio_plan_vs_best=0.99 ratio_profile_vs_best=0.95 "
+        "ratio_plan_vs_rule=1.98 ratio_plan_vs_default=9.90"
+    ]
+
+
+def test_memory_fit_recovers_master_worker_and_thread_sizes():
+    master, worker, thread = 18.0, 16.5, 0.25
+    points = [(w, t, master + w * (worker + t * thread)) for w in (1, 2, 3, 5) for t in (1, 4, 16, 64)]
+    fit = bench.fit_memory(points)
+    assert fit == {
+        "master_mb": pytest.approx(master, abs=0.1),
+        "worker_mb": pytest.approx(worker, abs=0.1),
+        "thread_mb": pytest.approx(thread, abs=0.001),
+    }
