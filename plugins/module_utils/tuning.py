@@ -399,7 +399,8 @@ def gunicorn_plan(facts, **workload):
             w["memory_reserve_mb"],
             "must be below the host's effective memory (%d MiB)" % memory_mb,
         )
-    budget = (memory_mb - reserve) * w["memory_share"]
+    # Whole MiB, as reported: a plan that fits the fraction must fit the number shown.
+    budget = float(math.floor((memory_mb - reserve) * w["memory_share"]))
     rss, trss = w["worker_rss_mb"], w["thread_rss_mb"]
 
     def peak(n_workers, n_threads):
@@ -423,10 +424,10 @@ def gunicorn_plan(facts, **workload):
             slots = want
         if worker_class == "gthread":
             room = (budget - MASTER_RSS_MB) / (2.0 * workers) - rss
-            if room <= 0:
+            if room >= 0 and (trss == 0 or room >= want * trss):
+                fit = want  # the workers fit, and so do all their threads
+            elif room <= 0:
                 fit = 1
-            elif trss == 0 or room >= want * trss:
-                fit = want
             else:
                 fit = max(1, min(want, int(room // trss)))
             if fit != threads:
