@@ -612,7 +612,7 @@ def markdown(report: dict) -> str:
     out += [
         "## Measured workloads",
         "",
-        "| workload | CPUs | cpu_ms (cgroup) | cpu_ms (app) | wait_ms |",
+        "| workload | CPUs | cpu_ms (processes) | cpu_ms (app) | wait_ms |",
         "|---|---|---|---|---|",
     ]
     for cell in report["cells"]:
@@ -623,8 +623,10 @@ def markdown(report: dict) -> str:
         )
     out += [
         "",
-        "`cpu_ms (cgroup)` is the app unit's CPU time per request (gunicorn and Flask included), which the "
-        "plan (d) is given; `cpu_ms (app)` is what the endpoint itself burns.",
+        "`cpu_ms (processes)` is the CPU time of the app's gunicorn processes per request at 4 connections "
+        "(gunicorn and Flask included), which the plan (d) is given; `cpu_ms (app)` is what the endpoint itself "
+        "burns. The memory fit (master + workers x (worker + threads x thread), least squares over the grid's "
+        "steady-state memory) gives (d) its worker_rss_mb and thread_rss_mb.",
         "",
         "## Memory",
         "",
