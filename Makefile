@@ -136,11 +136,11 @@ BENCH := PATH="$(BIN):$$PATH" $(BIN)/python benchmarks/bench.py
 BENCH_DIR := $(CURDIR)/.build/bench
 
 .PHONY: bench
-bench: venv link testhost ## Tuning benchmark, 1 and 2 CPUs (~35 min): results in benchmarks/results/
+bench: venv link testhost ## Tuning benchmark, 1 and 2 CPUs (~30 min): results in benchmarks/results/
 	$(BENCH) --profile full --out benchmarks/results
 
 .PHONY: bench-quick
-bench-quick: venv link testhost ## Tuning benchmark subset, 2 CPUs, 64 connections (~9 min): .build/bench/quick/
+bench-quick: venv link testhost ## Tuning benchmark subset, 2 CPUs, 64 connections (~8 min): .build/bench/quick/
 	$(BENCH) --profile quick --out $(BENCH_DIR)/quick
 
 .PHONY: bench-smoke

@@ -374,7 +374,8 @@ def measure_cost(host: BenchHost, workload: str) -> dict:
 def fit_memory(points: list[tuple[int, int, float]]) -> dict:
     """Fit steady anon MiB = master + workers x (worker + threads x thread) by least squares.
 
-    ``points`` are (workers, threads, anon_mb). Returns master, worker and thread MiB (thread >= 0).
+    ``points`` are (workers, threads, anon_mb). Returns master, worker and thread MiB; the thread size
+    can come out slightly negative when threads cost next to nothing (the caller clamps it).
     """
     design = numpy.array([[1.0, w, w * t] for w, t, _anon in points])
     observed = numpy.array([anon for _w, _t, anon in points])

@@ -42,9 +42,9 @@ from collections.abc import Mapping
 #: Calibrated: ``mixed`` was (5, 15), 25 %. The benchmark's mixed workload
 #: (the demo app's /mixed, 3 ms of CPU + 20 ms of sleep) measured 4.5 ms of CPU
 #: per request with gunicorn and Flask, 20.1 ms waiting: 18 % (make bench-quick
-#: and by hand on 2 CPUs, 2026-11-21). At 25 % the profile plan held 12 requests
-#: in flight where the host needed about 20 (0.85 x the best requests/s); io's
-#: 4.7 % and cpu's 100 % measured match their presets.
+#: and by hand on 2 CPUs, 2026-11-21). At 25 % (with the old 1.25 headroom) the
+#: profile plan held 12 requests in flight where the host needed about 20 (0.85 x
+#: the best requests/s); io's 4.7 % and cpu's 100 % measured match their presets.
 PROFILES = {
     "cpu": (20.0, 0.0),
     "mixed": (4.5, 20.0),
@@ -55,10 +55,11 @@ PROFILES = {
 #: also queues for a CPU and for its process's GIL, so keeping every CPU busy
 #: takes more requests in flight than its own CPU and wait time say.
 #: Calibrated: was 1.25 ("burst headroom"). On 2 CPUs (2026-11-21, by hand with
-#: benchmarks/bench.py's helpers, then make bench) requests/s stopped growing only
-#: at about 1.6 x Little's law for io (1 + 50 ms: ~70 in flight, where 1.25 x gave
-#: 54 and 0.90 x the best) and 1.8 x for mixed (~20 in flight); more threads than
-#: that bought nothing and raised p99 a little.
+#: benchmarks/bench.py's helpers) requests/s stopped growing only at about 1.6 x
+#: Little's law for io (1 + 50 ms: ~70 in flight, where 1.25 x gave 54 and 0.90 x
+#: the best) and 1.8 x for mixed (~20 in flight); 2 x leaves room for the noise
+#: in the measured cpu_ms. With it, make bench (benchmarks/results/2026-11-21.md)
+#: put the plan at 0.95-1.07 x the best grid point in 11 of its 12 cells.
 CONCURRENCY_HEADROOM = 2.0
 
 #: Resident memory of the gunicorn master (it does not import the app unless
