@@ -68,14 +68,14 @@ def _workers(master: int) -> set[int]:
     return children
 
 
-def _cgroup_file(app: str, controller: str, v1_name: str, v2_name: str) -> str:
+def _memory_stat(app: str) -> str:
+    """The unit's memory.stat: under the v1 memory controller, or in the v2 unified hierarchy."""
     group = _show(app, "ControlGroup")
-    candidates = [f"/sys/fs/cgroup/{controller}{group}/{v1_name}"]
-    candidates.append(f"/sys/fs/cgroup{group}/{v2_name}")
+    candidates = [f"/sys/fs/cgroup/memory{group}/memory.stat", f"/sys/fs/cgroup{group}/memory.stat"]
     for path in candidates:
         if os.path.exists(path):
             return path
-    raise SystemExit(f"no cgroup file for {app}.service among {candidates}")
+    raise SystemExit(f"no memory.stat for {app}.service among {candidates}")
 
 
 def _cpu_ticks(pid: int, children: bool) -> int:
@@ -96,7 +96,7 @@ class Cgroup:
 
     def __init__(self, app: str) -> None:
         self.app = app
-        self.memory = _cgroup_file(app, "memory", "memory.stat", "memory.stat")
+        self.memory = _memory_stat(app)
 
     def anon_bytes(self) -> int:
         with open(self.memory, encoding="ascii") as handle:
