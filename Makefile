@@ -55,9 +55,10 @@ copy:
 	  | tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -xf - -C $(COPY_DIR)
 
 .PHONY: lint
-lint: venv link ## yamllint, ansible-lint (production profile), ruff, docs up to date
+lint: venv link ## yamllint, ansible-lint (production profile), ruff, changelog fragments, docs up to date
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint
+	$(BIN)/antsibull-changelog lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	PYTHONPATH=$(LINK_ROOT) $(BIN)/python scripts/gen_docs.py --check
@@ -88,7 +89,7 @@ docs: venv link ## Regenerate the README tables from the real model
 # Test hosts: podman systemd containers from images built with debootstrap
 # (tools/testhost, no registry needed). Needs root.
 TESTHOST := tools/testhost/testhost.sh
-SCENARIOS := smoke default debian13 constrained preflight reload resilience
+SCENARIOS := smoke default preflight reload resilience
 # The verifiers' LOAD RESULT and SECURITY RESULT lines, one file per scenario, printed after it.
 RESULTS_DIR := $(CURDIR)/.build/results
 

@@ -7,6 +7,8 @@ tables from role argument specs, so this script does:
 
 * ``plans`` / ``example``: runs the real sizing model for a few host sizes and
   profiles and writes the table and worked example;
+* ``workload``: the options of the ``gunicorn_tuning`` filter from its
+  DOCUMENTATION, which tests/unit/plugins/filter checks against the model;
 * ``vars-<role>``: one table per role from ``meta/argument_specs.yml``;
 * it fails when a role's ``meta/argument_specs.yml`` and ``defaults/main.yml``
   drift apart (a key in one and not the other, or different default values).
@@ -26,6 +28,7 @@ import sys
 
 import yaml
 
+from ansible_collections.flaskops.stack.plugins.filter import gunicorn_tuning as gunicorn_filter
 from ansible_collections.flaskops.stack.plugins.module_utils.tuning import gunicorn_plan, nginx_plan
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -103,6 +106,10 @@ def spec_drift(role):
     return problems
 
 
+def _yaml_value(value):
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
 def _cell(text):
     return " ".join(str(text).split()).replace("|", "\\|")
 
@@ -121,12 +128,7 @@ def _rows(options, prefix=""):
             kind = "list of %s" % option["elements"]
         if option.get("choices"):
             kind += " (%s)" % ", ".join(str(c) for c in option["choices"])
-        default = (
-            "required"
-            if option.get("required")
-            else "`%s`"
-            % yaml.safe_dump(option.get("default"), default_flow_style=True).strip().removesuffix("...").strip()
-        )
+        default = "required" if option.get("required") else "`%s`" % _yaml_value(option.get("default"))
         yield "| `%s%s` | %s | %s | %s |" % (prefix, key, _cell(kind), _cell(default), _cell(_description(option)))
         if option.get("options"):
             sub = "%s%s%s." % (prefix, key, "[]" if option.get("type") == "list" else "")
@@ -139,7 +141,22 @@ def vars_table(role):
     return "\n".join(rows)
 
 
-SECTIONS = {"plans": plans_table, "example": worked_example}
+def workload_table():
+    """The workload options of the gunicorn_tuning filter, as ansible-doc shows them."""
+    options = yaml.safe_load(gunicorn_filter.DOCUMENTATION)["options"]
+    rows = ["| option | type | default | meaning |", "|---|---|---|---|"]
+    for key, option in options.items():
+        if key in ("_input", "workload"):
+            continue
+        kind = option.get("type", "str")
+        if option.get("choices"):
+            kind += " (%s)" % ", ".join(str(c) for c in option["choices"])
+        default = "`%s`" % _yaml_value(option["default"]) if "default" in option else "-"
+        rows.append("| `%s` | %s | %s | %s |" % (key, _cell(kind), default, _cell(_description(option))))
+    return "\n".join(rows)
+
+
+SECTIONS = {"plans": plans_table, "example": worked_example, "workload": workload_table}
 SECTIONS.update({"vars-%s" % role: (lambda r=role: vars_table(r)) for role in ROLES})
 
 

@@ -14,8 +14,10 @@ description:
   - Effective CPUs are the smaller of C(processor_vcpus) and the cgroup CPU quota; effective memory the smaller
     of C(memtotal_mb) and the cgroup memory limit. The cgroup values come from the C(flaskops_resources) fact
     set by M(flaskops.stack.resource_facts) and win when present.
-  - CPU-bound work gets C(sync) workers (about one per core plus a spare); I/O-bound work gets C(gthread) with
-    one process per core and enough threads to keep the cores busy (Little's law plus 25% headroom).
+  - CPU-bound work gets C(sync) workers (one per core plus a spare); I/O-bound work gets C(gthread) with one process
+    per core plus a spare and enough threads to keep the cores busy - the requests in flight that Little's law gives
+    for the effective CPUs and the request's CPU share, times a headroom of 2 for queueing at full load (measured by
+    the collection's benchmark).
   - Two generations of workers (a reload's overlap) always fit the memory budget; never fewer than one worker.
   - Bad input (unknown option, profile or worker class; a missing, negative, zero, non-finite or non-numeric
     number; missing facts) fails with a message naming the filter, the field and the value.
@@ -34,7 +36,8 @@ options:
   profile:
     description:
       - Preset CPU share of a request, used when O(cpu_ms) and O(wait_ms) are not given.
-      - V(cpu) 18 ms CPU + 2 ms waiting; V(mixed) 5 + 15; V(io) 2 + 48.
+      - Per request, V(cpu) 20 ms CPU + 0 ms waiting; V(mixed) 4.5 ms CPU + 20 ms waiting;
+        V(io) 2 ms CPU + 48 ms waiting.
       - Defaults to V(mixed) when neither a profile nor measurements are given.
     type: str
     choices: [cpu, mixed, io]

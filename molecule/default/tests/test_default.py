@@ -2,7 +2,8 @@
 
 Expected values come from the instance's own facts through the collection's filters and from the
 scenario's inventory (flask_stack_apps), never from literals: the fixtures app, facts and plan are in
-molecule/conftest.py. Shared by the default, debian13 and constrained scenarios.
+molecule/conftest.py. Runs on each instance of the default scenario (Debian 12, Debian 13, and
+Debian 12 limited to 1 CPU and 768 MiB).
 """
 
 from __future__ import annotations

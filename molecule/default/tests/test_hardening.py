@@ -1,8 +1,8 @@
 """Hardening on by default: the app units' exposure, the socket's permissions, nginx's answers and TLS.
 
-Shared by the default, debian13 and constrained scenarios. The scenarios' api app has TLS (a
-self-signed certificate made by molecule/prepare.yml), a rate limit and a small client_max_body_size;
-the demo app has none of these.
+Runs on each instance of the default scenario (Debian 12, Debian 13, and Debian 12 limited to 1 CPU and
+768 MiB). The scenarios' api app has TLS (a self-signed certificate made by molecule/prepare.yml), a
+rate limit and a small client_max_body_size; the demo app has none of these.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ SECURITY_HEADERS = ("x-content-type-options", "x-frame-options", "referrer-polic
 EXPOSURE_LINE = re.compile(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)")
 
 
-def test_app_units_expose_little(host, apps, report):
+def test_app_units_expose_little(host, inventory, apps, report):
     for app in apps:
         unit = f"{app['name']}.service"
         out = host.check_output("systemd-analyze security --no-pager %s", unit)
         exposure = float(EXPOSURE_LINE.search(out).group(1))
-        report(f"SECURITY RESULT unit={unit} exposure={exposure:.1f}")
+        report(f"SECURITY RESULT host={inventory['inventory_hostname']} unit={unit} exposure={exposure:.1f}")
         assert exposure <= MAX_EXPOSURE, out
 
 

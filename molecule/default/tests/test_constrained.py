@@ -1,10 +1,15 @@
-"""A container limited to 1 CPU and 768 MiB: the plan follows the cgroup limits, not the host."""
+"""A container limited to 1 CPU and 768 MiB: the plan follows the cgroup limits, not the host.
+
+Runs on the scenario's group ``constrained`` only (``testinfra_hosts``): the other instances have no limits.
+"""
 
 from __future__ import annotations
 
 from ansible_collections.flaskops.stack.plugins.filter.gunicorn_tuning import gunicorn_tuning
 
 JOURNAL_UNITS = ["demo.service", "nginx.service"]
+# A host pattern of the scenario's inventory: testinfra expands it through Ansible.
+testinfra_hosts = ["constrained"]
 MIB = 1024 * 1024
 
 
