@@ -307,6 +307,11 @@ class BenchHost:
     def apply(self, settings: dict) -> dict:
         return self.remote("apply", APP, json.dumps(settings))
 
+    def switch(self, settings: dict, path: str, connections: int) -> None:
+        """Apply a configuration, then warm its new workers up with load that is not measured."""
+        self.apply(settings)
+        wrk(self.port, path, connections, WARMUP_S)
+
     def usage(self) -> dict:
         return self.remote("usage", APP)
 
@@ -392,8 +397,7 @@ def screen(host: BenchHost, workload: str, profile: Profile) -> dict:
     path = WORKLOADS[workload]
     results = {}
     for label, settings in grid(host.cpus, profile).items():
-        host.apply(settings)
-        wrk(host.port, path, profile.connections[0], WARMUP_S)
+        host.switch(settings, path, profile.connections[0])
         runs = {str(c): host.measure(path, c, profile.screen_seconds) for c in profile.connections}
         results[label] = {"settings": settings, "runs": runs, "anon_mb": host.usage()["anon_mb"]}
         log(
@@ -444,8 +448,7 @@ def final(host: BenchHost, workload: str, configs: dict[str, dict], profile: Pro
         rotation = order[repeat % len(order) :] + order[: repeat % len(order)]
         for key in rotation:
             settings = dict(key)
-            host.apply(settings)
-            wrk(host.port, path, profile.connections[0], WARMUP_S)
+            host.switch(settings, path, profile.connections[0])
             for c in profile.connections:
                 samples[key][str(c)].append(host.measure(path, c, profile.seconds))
             if key not in memory:
@@ -763,88 +766,103 @@ def git_commit() -> str:
     return result.stdout.strip() or "unknown"
 
 
-def run(profile: Profile, out: Path, keep: bool, prefix: str, reuse: bool) -> dict:
-    started = time.monotonic()
-    hosts = [BenchHost(cpus, prefix) for cpus in profile.cpus]
-    work = Path(tempfile.mkdtemp(prefix="flaskops-bench-"))
-    try:
-        inventory_file = work / "inventory.json"
-        inventory_file.write_text(json.dumps(inventory(hosts), indent=2), encoding="utf-8")
-        if reuse:
-            for host in hosts:
-                host.attach()
-        else:
-            for host in hosts:
-                host.create()
-            log("provisioning %s with playbooks/site.yml" % ", ".join(h.name for h in hosts))
-            ansible_playbook(inventory_file, ROOT / "playbooks" / "site.yml")
-        provisioned = time.monotonic()
-
-        cells: dict[tuple[int, str], dict] = {}
-        fits = {}
-        inputs: dict[str, dict] = {}
+def provision(hosts: list[BenchHost], inventory_file: Path, reuse: bool) -> None:
+    """Start the containers and provision them with playbooks/site.yml, or attach to those a --keep run left."""
+    if reuse:
         for host in hosts:
-            neutral = {"worker_class": "gthread", "workers": host.cpus + 1, "threads": 8, "worker_connections": 8}
-            host.apply(neutral)
-            anon_points = []
-            for workload in profile.workloads:
-                cost = measure_cost(host, workload)
-                log("%s %s cost: %s" % (host.name, workload, cost))
-                screened = screen(host, workload, profile)
-                cells[(host.cpus, workload)] = {
-                    "cpus": host.cpus,
-                    "workload": workload,
-                    "cost": cost,
-                    "screen": screened,
-                }
-                anon_points += [
-                    (p["settings"]["workers"], p["settings"]["threads"], p["anon_mb"]) for p in screened.values()
-                ]
-            fit = fit_memory(anon_points) if len(anon_points) >= 3 else None
-            fits[str(host.cpus)] = fit or {"master_mb": 0.0, "worker_mb": 0.0, "thread_mb": 0.0}
-            inputs[host.name] = {}
-            for workload in profile.workloads:
-                cost = cells[(host.cpus, workload)]["cost"]
-                measured = {"cpu_ms": cost["cpu_ms"], "wait_ms": cost["wait_ms"]}
-                if fit and fit["worker_mb"] > 0:
-                    measured.update(worker_rss_mb=fit["worker_mb"], thread_rss_mb=max(0.0, fit["thread_mb"]))
-                inputs[host.name][workload] = measured
-        screened_at = time.monotonic()
+            host.attach()
+        return
+    for host in hosts:
+        host.create()
+    log("provisioning %s with playbooks/site.yml" % ", ".join(h.name for h in hosts))
+    ansible_playbook(inventory_file, ROOT / "playbooks" / "site.yml")
 
-        plans_file = work / "plans.json"
-        (work / "inputs.json").write_text(
-            json.dumps({"bench_inputs": inputs, "bench_plans_file": str(plans_file)}), encoding="utf-8"
-        )
-        ansible_playbook(inventory_file, PLANS_PLAYBOOK, "-e", "@%s" % (work / "inputs.json"))
-        plans = json.loads(plans_file.read_text(encoding="utf-8"))
 
-        for host in hosts:
-            for workload in profile.workloads:
-                cell = cells[(host.cpus, workload)]
-                plan_c = plans[host.name][workload]["profile"]
-                plan_d = plans[host.name][workload]["measured"]
-                configs = {
-                    "default": dict(GUNICORN_DEFAULTS),
-                    "rule": rule_of_thumb(host.cpus, workload),
-                    "profile": from_plan(plan_c),
-                    "plan": from_plan(plan_d),
-                }
-                for label in finalists(cell["screen"], profile.connections):
-                    configs[label] = cell["screen"][label]["settings"]
-                cell["plans"] = {"profile": plan_c, "measured": plan_d}
-                cell["inputs"] = inputs[host.name][workload]
-                cell["final"] = final(host, workload, configs, profile)
-        finished = time.monotonic()
-    finally:
-        if not keep:
-            for host in hosts:
-                host.destroy()
-        shutil.rmtree(work, ignore_errors=True)
+def screen_host(host: BenchHost, profile: Profile, cells: dict[tuple[int, str], dict]) -> dict | None:
+    """Measure each workload's cost and screen the grid on one host, adding a cell per workload to ``cells``.
 
-    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
-    report = {
+    Returns the memory fit of the host's screened points (None with fewer than three).
+    """
+    neutral = {"worker_class": "gthread", "workers": host.cpus + 1, "threads": 8, "worker_connections": 8}
+    host.apply(neutral)
+    anon_points = []
+    for workload in profile.workloads:
+        cost = measure_cost(host, workload)
+        log("%s %s cost: %s" % (host.name, workload, cost))
+        screened = screen(host, workload, profile)
+        cells[(host.cpus, workload)] = {
+            "cpus": host.cpus,
+            "workload": workload,
+            "cost": cost,
+            "screen": screened,
+        }
+        anon_points += [(p["settings"]["workers"], p["settings"]["threads"], p["anon_mb"]) for p in screened.values()]
+    return fit_memory(anon_points) if len(anon_points) >= 3 else None
+
+
+def measured_inputs(cost: dict, fit: dict | None) -> dict:
+    """The workload plan (d) is made from: the measured cost, and the memory sizes when the fit found a worker."""
+    measured = {"cpu_ms": cost["cpu_ms"], "wait_ms": cost["wait_ms"]}
+    if fit and fit["worker_mb"] > 0:
+        measured.update(worker_rss_mb=fit["worker_mb"], thread_rss_mb=max(0.0, fit["thread_mb"]))
+    return measured
+
+
+def screen_hosts(hosts: list[BenchHost], profile: Profile) -> tuple[dict, dict, dict]:
+    """Steps 2 and 3 on every host: returns the cells, the memory fit per CPU count and plan (d)'s inputs."""
+    cells: dict[tuple[int, str], dict] = {}
+    fits = {}
+    inputs: dict[str, dict] = {}
+    for host in hosts:
+        fit = screen_host(host, profile, cells)
+        fits[str(host.cpus)] = fit or {"master_mb": 0.0, "worker_mb": 0.0, "thread_mb": 0.0}
+        inputs[host.name] = {
+            workload: measured_inputs(cells[(host.cpus, workload)]["cost"], fit) for workload in profile.workloads
+        }
+    return cells, fits, inputs
+
+
+def request_plans(work: Path, inventory_file: Path, inputs: dict[str, dict]) -> dict:
+    """Step 4: plans (c) and (d) for every host and workload, from the collection's filter (benchmarks/plans.yml)."""
+    plans_file = work / "plans.json"
+    (work / "inputs.json").write_text(
+        json.dumps({"bench_inputs": inputs, "bench_plans_file": str(plans_file)}), encoding="utf-8"
+    )
+    ansible_playbook(inventory_file, PLANS_PLAYBOOK, "-e", "@%s" % (work / "inputs.json"))
+    return json.loads(plans_file.read_text(encoding="utf-8"))
+
+
+def configurations(cell: dict, connections: tuple[int, ...]) -> dict[str, dict]:
+    """What step 5 measures in a cell: (a) defaults, (b) the rule of thumb, (c) and (d) the plans, the finalists."""
+    configs = {
+        "default": dict(GUNICORN_DEFAULTS),
+        "rule": rule_of_thumb(cell["cpus"], cell["workload"]),
+        "profile": from_plan(cell["plans"]["profile"]),
+        "plan": from_plan(cell["plans"]["measured"]),
+    }
+    for label in finalists(cell["screen"], connections):
+        configs[label] = cell["screen"][label]["settings"]
+    return configs
+
+
+def measure_finals(hosts: list[BenchHost], profile: Profile, cells: dict, plans: dict, inputs: dict) -> None:
+    """Step 5 in every cell: record its plans and inputs, and measure its configurations."""
+    for host in hosts:
+        for workload in profile.workloads:
+            cell = cells[(host.cpus, workload)]
+            cell["plans"] = {
+                "profile": plans[host.name][workload]["profile"],
+                "measured": plans[host.name][workload]["measured"],
+            }
+            cell["inputs"] = inputs[host.name][workload]
+            cell["final"] = final(host, workload, configurations(cell, profile.connections), profile)
+
+
+def build_report(profile: Profile, cells: dict, fits: dict, timings_s: dict) -> dict:
+    """The samples and the run's metadata, before analysis."""
+    return {
         "meta": {
-            "date": date,
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"),
             "profile": profile.name,
             "commit": git_commit(),
             "machine": "%d CPUs on the machine" % os.cpu_count(),
@@ -852,19 +870,47 @@ def run(profile: Profile, out: Path, keep: bool, prefix: str, reuse: bool) -> di
             "seconds": profile.seconds,
             "screen_seconds": profile.screen_seconds,
             "connections": list(profile.connections),
-            "timings_s": {
-                "provision": round(provisioned - started),
-                "screen": round(screened_at - provisioned),
-                "final": round(finished - screened_at),
-                "total": round(finished - started),
-            },
+            "timings_s": timings_s,
         },
         "memory_fit": fits,
         "cells": [cells[key] for key in sorted(cells)],
     }
+
+
+def run(profile: Profile, out: Path, keep: bool, prefix: str, reuse: bool) -> dict:
+    """Steps 1-6: provision, measure and screen, plan, measure the configurations, then write the report."""
+    started = time.monotonic()
+    hosts = [BenchHost(cpus, prefix) for cpus in profile.cpus]
+    work = Path(tempfile.mkdtemp(prefix="flaskops-bench-"))
+    try:
+        inventory_file = work / "inventory.json"
+        inventory_file.write_text(json.dumps(inventory(hosts), indent=2), encoding="utf-8")
+        provision(hosts, inventory_file, reuse)
+        provisioned = time.monotonic()
+        cells, fits, inputs = screen_hosts(hosts, profile)
+        screened_at = time.monotonic()
+        measure_finals(hosts, profile, cells, request_plans(work, inventory_file, inputs), inputs)
+        finished = time.monotonic()
+    finally:
+        if not keep:
+            for host in hosts:
+                host.destroy()
+        shutil.rmtree(work, ignore_errors=True)
+
+    report = build_report(
+        profile,
+        cells,
+        fits,
+        {
+            "provision": round(provisioned - started),
+            "screen": round(screened_at - provisioned),
+            "final": round(finished - screened_at),
+            "total": round(finished - started),
+        },
+    )
     # The samples first, so that nothing measured is lost if the analysis fails (--render redoes it).
     out.mkdir(parents=True, exist_ok=True)
-    (out / ("%s.json" % date)).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    (out / ("%s.json" % report["meta"]["date"])).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     analyse(report)
     write(report, out)
     return report

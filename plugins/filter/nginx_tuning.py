@@ -12,7 +12,10 @@ description:
   - C(worker_processes) is the number of effective CPUs (cgroup quota included), never C(auto), which counts
     the host's CPUs and ignores container limits.
   - C(worker_connections) holds every app's request slots several times over (client and upstream connection,
-    plus idle keep-alive clients), never below 1024; C(worker_rlimit_nofile) covers two descriptors per connection.
+    plus idle keep-alive clients), never below 1024; C(worker_rlimit_nofile) covers two descriptors per connection
+    plus 64.
+  - O(worker_processes) and O(worker_connections) override the derived values; C(worker_rlimit_nofile) then
+    follows the given O(worker_connections), and C(explain) says which values were set.
 positional: _input
 options:
   _input:
@@ -30,7 +33,19 @@ options:
     type: int
     default: 0
   max_nofile:
-    description: A file-descriptor ceiling nginx must stay under (the host's hard limit); caps connections.
+    description:
+      - A file-descriptor ceiling nginx must stay under (the host's hard limit); caps the derived connections.
+      - A O(worker_connections) override that needs more descriptors than this is an error. At least V(64).
+    type: int
+  worker_processes:
+    description:
+      - Override of C(worker_processes), at least V(1). V(null) uses the effective CPUs, rounded up.
+      - The derived C(worker_connections) are spread over this many workers.
+    type: int
+  worker_connections:
+    description:
+      - Override of C(worker_connections), at least V(1); C(worker_rlimit_nofile) becomes two descriptors per
+        connection plus 64. V(null) derives it from the apps' plans.
     type: int
 """
 
@@ -38,6 +53,10 @@ EXAMPLES = r"""
 - name: Size nginx for two apps
   ansible.builtin.set_fact:
     nginx_plan: "{{ ansible_facts | flaskops.stack.nginx_tuning(plans=[shop_plan, api_plan]) }}"
+
+- name: Keep worker_connections from the inventory; the descriptor limit follows it
+  ansible.builtin.set_fact:
+    nginx_plan: "{{ ansible_facts | flaskops.stack.nginx_tuning(plans=[shop_plan], worker_connections=4096) }}"
 """
 
 RETURN = r"""

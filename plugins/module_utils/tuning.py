@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import NamedTuple
 
 # --- Constants ------------------------------------------------------------
 # Each constant says what it is for. They are starting points from the seed
@@ -100,6 +101,11 @@ NGINX_MIN_WORKER_CONNECTIONS = 1024
 NGINX_CONNECTIONS_PER_SLOT = 8
 #: File descriptors per nginx connection (socket + a temp or static file).
 NGINX_FDS_PER_CONNECTION = 2
+#: File descriptors nginx needs beyond its connections (log files, listening
+#: sockets, files it opens itself). Not measured: a round allowance the
+#: ``worker_rlimit_nofile`` formula has had since the first release (and the
+#: nginx role repeated); ``max_nofile`` can never be below it.
+NGINX_RESERVED_FDS = 64
 
 WORKER_CLASSES = ("sync", "gthread", "gevent")
 
@@ -117,25 +123,62 @@ GUNICORN_SETTINGS = (
     "backlog",
 )
 
-# Defaults of the workload inputs. ``None`` means "derived".
-WORKLOAD_DEFAULTS = {
-    "profile": None,
-    "cpu_ms": None,
-    "wait_ms": None,
-    "worker_rss_mb": 100,
-    "thread_rss_mb": 4,
-    "memory_share": 1.0,
-    "memory_reserve_mb": None,
-    "min_workers": 1,
-    "max_workers": None,
-    "max_threads": 32,
-    "timeout": 30,
-    "db_pool_max": None,
-    "worker_class": None,
-    "upstream_keepalive": False,
-    "max_requests": 2000,
+
+class Option(NamedTuple):
+    """One input of the model: its kind, its default and the values it accepts.
+
+    ``kind`` is ``"float"``, ``"int"``, ``"bool"`` or ``"str"`` (``"list"`` for
+    nginx's ``plans``, whose elements :func:`_upstream_slots` checks).
+    ``default`` ``None`` means "derived". A number is at least ``minimum``
+    (greater than it when ``exclusive``) and at most ``maximum``; a str is one
+    of ``choices``, which an error lists in this order.
+    """
+
+    kind: str
+    default: object = None
+    minimum: float | None = None
+    exclusive: bool = False
+    maximum: float | None = None
+    choices: tuple | None = None
+
+
+#: The workload inputs of :func:`gunicorn_plan`. They are checked in this
+#: order, so with several bad inputs the first one here is reported.
+WORKLOAD_OPTIONS = {
+    # Sorted: errors have always listed the profiles alphabetically; PROFILES itself
+    # (and the filter's documented choices) go from most to least CPU.
+    "profile": Option("str", choices=tuple(sorted(PROFILES))),
+    "worker_class": Option("str", choices=WORKER_CLASSES),
+    "cpu_ms": Option("float", minimum=0, exclusive=True),
+    "wait_ms": Option("float", minimum=0),
+    "worker_rss_mb": Option("float", default=100, minimum=0, exclusive=True),
+    "thread_rss_mb": Option("float", default=4, minimum=0),
+    "memory_share": Option("float", default=1.0, minimum=0, exclusive=True, maximum=1),
+    "memory_reserve_mb": Option("float", minimum=0),
+    "min_workers": Option("int", default=1, minimum=1),
+    "max_threads": Option("int", default=32, minimum=1),
+    "max_workers": Option("int", minimum=1),
+    "db_pool_max": Option("int", minimum=1),
+    "timeout": Option("int", default=30, minimum=0, exclusive=True),
+    "max_requests": Option("int", default=2000, minimum=0),
+    "upstream_keepalive": Option("bool", default=False),
 }
+#: Defaults of the workload inputs. ``None`` means "derived".
+WORKLOAD_DEFAULTS = {name: option.default for name, option in WORKLOAD_OPTIONS.items()}
 DEFAULT_PROFILE = "mixed"
+
+#: The options of :func:`nginx_plan`, in the order they are checked.
+NGINX_OPTIONS = {
+    "plans": Option("list", default=()),
+    "extra_connections": Option("int", default=0, minimum=0),
+    "max_nofile": Option("int", minimum=NGINX_RESERVED_FDS),
+    "worker_processes": Option("int", minimum=1),
+    "worker_connections": Option("int", minimum=1),
+}
+
+# Bounds of values that are not options: host facts and a plan's concurrency.
+_POSITIVE = Option("float", minimum=0, exclusive=True)
+_PLAN_CONCURRENCY = Option("int", minimum=1)
 
 
 class TuningError(ValueError):
@@ -171,8 +214,10 @@ def _plain(value):
 # --- Input checking -------------------------------------------------------
 
 
-def _number(field, value, minimum=None, exclusive=False, integer=False, maximum=None):
-    """Return ``value`` as a float/int after checking it, or raise TuningError."""
+def _number(field, value, option):
+    """Return ``value`` as the float or int ``option`` asks for, within its
+    bounds, or raise TuningError."""
+    integer = option.kind == "int"
     kind = "a whole number" if integer else "a number"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TuningError(field, value, "must be %s" % kind)
@@ -180,14 +225,84 @@ def _number(field, value, minimum=None, exclusive=False, integer=False, maximum=
         raise TuningError(field, value, "must be a finite number")
     if integer and value != int(value):
         raise TuningError(field, value, "must be a whole number")
-    if minimum is not None:
-        if exclusive and value <= minimum:
-            raise TuningError(field, value, "must be greater than %s" % minimum)
-        if not exclusive and value < minimum:
-            raise TuningError(field, value, "must be at least %s" % minimum)
-    if maximum is not None and value > maximum:
-        raise TuningError(field, value, "must be at most %s" % maximum)
+    if option.minimum is not None:
+        if option.exclusive and value <= option.minimum:
+            raise TuningError(field, value, "must be greater than %s" % option.minimum)
+        if not option.exclusive and value < option.minimum:
+            raise TuningError(field, value, "must be at least %s" % option.minimum)
+    if option.maximum is not None and value > option.maximum:
+        raise TuningError(field, value, "must be at most %s" % option.maximum)
     return int(value) if integer else float(value)
+
+
+def _check_value(field, value, option):
+    """Return ``value`` after checking it against ``option``, or raise TuningError."""
+    if option.kind == "str":
+        if value not in option.choices:
+            raise TuningError(field, value, "must be one of %s" % ", ".join(option.choices))
+        return value
+    if option.kind == "bool":
+        if not isinstance(value, bool):
+            raise TuningError(field, value, "must be true or false")
+        return value
+    if option.kind == "list":
+        return value  # its elements are checked where they are used
+    return _number(field, value, option)
+
+
+def _reject_unknown(given, known):
+    """Raise TuningError for the first (alphabetically) option not in ``known``,
+    which the message lists in its own order."""
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise TuningError(unknown[0], given[unknown[0]], "is not a known option (known: %s)" % ", ".join(known))
+
+
+def _with_defaults(given, options):
+    """The options' defaults, overridden by the values given (``None`` keeps the default)."""
+    values = {name: option.default for name, option in options.items()}
+    values.update({name: value for name, value in given.items() if value is not None})
+    return values
+
+
+def _check_options(values, options, rules):
+    """Check every value that is set against its option, in table order.
+
+    ``rules`` maps an option to a check between options, run just before it.
+    """
+    for name, option in options.items():
+        if name in rules:
+            rules[name](values)
+        if values[name] is not None:
+            values[name] = _check_value(name, values[name], option)
+    return values
+
+
+def _measured_together(w):
+    """Reject ``cpu_ms`` without ``wait_ms`` (or the reverse): only both give a CPU share."""
+    if (w["cpu_ms"] is None) != (w["wait_ms"] is None):
+        missing = "wait_ms" if w["wait_ms"] is None else "cpu_ms"
+        raise TuningError(
+            missing, None, "must be given together with %s" % ("cpu_ms" if missing == "wait_ms" else "wait_ms")
+        )
+
+
+def _workers_in_order(w):
+    """Reject ``max_workers`` below ``min_workers``: no worker count satisfies both."""
+    if w["max_workers"] is not None and w["max_workers"] < w["min_workers"]:
+        raise TuningError("max_workers", w["max_workers"], "must be at least min_workers (%d)" % w["min_workers"])
+
+
+#: Checks between workload options, each run just before the option it is filed
+#: under (the pair before either measurement is checked; the worker range once
+#: both counts and db_pool_max are), so the first of several errors is the same.
+_WORKLOAD_RULES = {"cpu_ms": _measured_together, "timeout": _workers_in_order}
+
+
+def _check_workload(workload):
+    """Merge ``workload`` over the defaults, rejecting unknown or bad values."""
+    _reject_unknown(workload, sorted(WORKLOAD_OPTIONS))
+    return _check_options(_with_defaults(workload, WORKLOAD_OPTIONS), WORKLOAD_OPTIONS, _WORKLOAD_RULES)
 
 
 def _lookup(facts, name):
@@ -206,7 +321,7 @@ def _effective(name, host, limit):
     Returns ``(value, (host, limit))`` where the second item is set only when
     the limit is below the host value; raises when both are missing.
     """
-    values = [_number(key, value, minimum=0, exclusive=True) for key, value in (host, limit) if value is not None]
+    values = [_number(key, value, _POSITIVE) for key, value in (host, limit) if value is not None]
     if not values:
         raise TuningError(name, None, "is missing: gather facts (or run flaskops.stack.resource_facts) first")
     lower = len(values) == 2 and values[1] < values[0]
@@ -247,47 +362,6 @@ def host_resources(facts):
     return c, m, notes
 
 
-def _check_workload(workload):
-    """Merge ``workload`` over the defaults, rejecting unknown or bad values."""
-    unknown = sorted(set(workload) - set(WORKLOAD_DEFAULTS))
-    if unknown:
-        raise TuningError(
-            unknown[0], workload[unknown[0]], "is not a known option (known: %s)" % ", ".join(sorted(WORKLOAD_DEFAULTS))
-        )
-    w = dict(WORKLOAD_DEFAULTS)
-    w.update({k: v for k, v in workload.items() if v is not None})
-
-    if w["profile"] is not None and w["profile"] not in PROFILES:
-        raise TuningError("profile", w["profile"], "must be one of %s" % ", ".join(sorted(PROFILES)))
-    if w["worker_class"] is not None and w["worker_class"] not in WORKER_CLASSES:
-        raise TuningError("worker_class", w["worker_class"], "must be one of %s" % ", ".join(WORKER_CLASSES))
-    if (w["cpu_ms"] is None) != (w["wait_ms"] is None):
-        missing = "wait_ms" if w["wait_ms"] is None else "cpu_ms"
-        raise TuningError(
-            missing, None, "must be given together with %s" % ("cpu_ms" if missing == "wait_ms" else "wait_ms")
-        )
-    if w["cpu_ms"] is not None:
-        w["cpu_ms"] = _number("cpu_ms", w["cpu_ms"], minimum=0, exclusive=True)
-        w["wait_ms"] = _number("wait_ms", w["wait_ms"], minimum=0)
-    w["worker_rss_mb"] = _number("worker_rss_mb", w["worker_rss_mb"], minimum=0, exclusive=True)
-    w["thread_rss_mb"] = _number("thread_rss_mb", w["thread_rss_mb"], minimum=0)
-    w["memory_share"] = _number("memory_share", w["memory_share"], minimum=0, exclusive=True, maximum=1)
-    if w["memory_reserve_mb"] is not None:
-        w["memory_reserve_mb"] = _number("memory_reserve_mb", w["memory_reserve_mb"], minimum=0)
-    for field in ("min_workers", "max_threads"):
-        w[field] = _number(field, w[field], minimum=1, integer=True)
-    for field in ("max_workers", "db_pool_max"):
-        if w[field] is not None:
-            w[field] = _number(field, w[field], minimum=1, integer=True)
-    if w["max_workers"] is not None and w["max_workers"] < w["min_workers"]:
-        raise TuningError("max_workers", w["max_workers"], "must be at least min_workers (%d)" % w["min_workers"])
-    w["timeout"] = _number("timeout", w["timeout"], minimum=0, exclusive=True, integer=True)
-    w["max_requests"] = _number("max_requests", w["max_requests"], minimum=0, integer=True)
-    if not isinstance(w["upstream_keepalive"], bool):
-        raise TuningError("upstream_keepalive", w["upstream_keepalive"], "must be true or false")
-    return w
-
-
 # --- The model ------------------------------------------------------------
 
 
@@ -298,38 +372,97 @@ def default_reserve_mb(memory_mb):
 
 
 def _clamp(value, low, high):
+    """``value`` within ``low`` and ``high`` (None: no upper bound); ``low`` wins a conflict."""
     if high is not None:
         value = min(value, high)
     return max(value, low)
 
 
-def gunicorn_plan(facts, **workload):
-    """Return the plan (a dict) for one app on the host described by ``facts``.
+class _Demand(NamedTuple):
+    """What the CPUs ask for: ``busy`` requests in flight keep all ``cpus`` busy."""
 
-    Raises :class:`TuningError` on bad input.
-    """
-    w = _check_workload(workload)
-    cpus, memory_mb, explain = host_resources(facts)
+    cpus: float
+    cores: int  # the CPUs rounded up: a fractional quota still spreads over whole cores
+    share: float  # CPU share of a request
+    busy: float
 
-    # CPU share of a request.
+
+class _Layout(NamedTuple):
+    """Processes and the requests each holds at once (its slots)."""
+
+    worker_class: str
+    workers: int
+    slots: int  # threads for gthread, connections for gevent, 1 for sync
+
+    @property
+    def threads(self):
+        return self.slots if self.worker_class == "gthread" else 1
+
+    @property
+    def concurrency(self):
+        return self.workers * self.slots
+
+
+class _Memory(NamedTuple):
+    """The app's memory budget (MiB) and what a worker and a thread cost."""
+
+    memory_mb: int
+    budget: float
+    worker_mb: float
+    thread_mb: float
+
+    def steady(self, layout):
+        """Resident memory of the master and one generation of workers."""
+        return MASTER_RSS_MB + layout.workers * (self.worker_mb + layout.threads * self.thread_mb)
+
+    def peak(self, layout):
+        """Resident memory during a reload, when two generations of workers overlap."""
+        return MASTER_RSS_MB + 2 * layout.workers * (self.worker_mb + layout.threads * self.thread_mb)
+
+
+class _Timeouts(NamedTuple):
+    """The timeout chain from nginx through gunicorn to systemd, in seconds."""
+
+    timeout: int
+    graceful: int
+    keepalive: int
+    read: int
+    stop: int
+    upstream_keepalive: bool
+    upstream_keepalive_timeout: int
+
+
+def _request_cost(w):
+    """CPU and waiting milliseconds per request: measured when given, else the profile's preset."""
     if w["cpu_ms"] is not None:
         cpu_ms, wait_ms = float(w["cpu_ms"]), float(w["wait_ms"])
-        source = "measured %g ms CPU + %g ms waiting per request" % (cpu_ms, wait_ms)
-    else:
-        profile = w["profile"] or DEFAULT_PROFILE
-        cpu_ms, wait_ms = PROFILES[profile]
-        source = "profile '%s' (%g ms CPU + %g ms waiting per request)" % (profile, cpu_ms, wait_ms)
+        return cpu_ms, wait_ms, "measured %g ms CPU + %g ms waiting per request" % (cpu_ms, wait_ms)
+    profile = w["profile"] or DEFAULT_PROFILE
+    cpu_ms, wait_ms = PROFILES[profile]
+    return cpu_ms, wait_ms, "profile '%s' (%g ms CPU + %g ms waiting per request)" % (profile, cpu_ms, wait_ms)
+
+
+def _cpu_demand(w, cpus, memory_mb, explain):
+    """The CPU share of a request and, by Little's law, the requests in flight
+    (``C / f``) that keep every CPU busy."""
+    cpu_ms, wait_ms, source = _request_cost(w)
     share = cpu_ms / (cpu_ms + wait_ms)
-    cores = max(1, math.ceil(cpus - 1e-9))
-    busy = cpus / share  # requests in flight that keep every CPU busy
+    busy = cpus / share
     explain.append(
         "The host has %g effective CPUs and %d MiB of memory; %s gives a CPU share of %.1f %%, "
         "so about %.1f requests in flight keep the CPUs busy." % (cpus, memory_mb, source, share * 100, busy)
     )
+    return _Demand(cpus, max(1, math.ceil(cpus - 1e-9)), share, busy)
 
-    # Processes: one per core plus a spare, whatever the class. The spare
-    # keeps a core busy while another worker recycles, collects garbage or is
-    # replaced; more processes than that only add memory and contention.
+
+def _processes(cores, w, explain):
+    """Worker processes: one per core plus a spare, whatever the class, within
+    ``min_workers``/``max_workers``.
+
+    The spare keeps a core busy while another worker recycles, collects
+    garbage or is replaced; more processes than that only add memory and
+    contention.
+    """
     workers = cores + 1
     clamped = _clamp(workers, w["min_workers"], w["max_workers"])
     if clamped != workers:
@@ -337,31 +470,40 @@ def gunicorn_plan(facts, **workload):
             "Workers set to %d by min_workers=%s / max_workers=%s (one per core plus a spare is %d)."
             % (clamped, w["min_workers"], w["max_workers"], workers)
         )
-    workers = clamped
+    return clamped
 
-    # Worker class: sync when one request per process already keeps every
-    # core busy, otherwise threads hold the requests that wait.
-    if w["worker_class"] is not None:
-        worker_class = w["worker_class"]
-        explain.append("worker_class '%s' was set explicitly." % worker_class)
-    elif math.ceil(busy - 1e-9) <= cores + 1:
-        worker_class = "sync"
+
+def _worker_class(demand, forced, explain):
+    """The worker class: the one given, else sync when one request per process
+    (one per core plus a spare) already keeps every core busy, else gthread so
+    threads hold the requests that wait."""
+    if forced is not None:
+        explain.append("worker_class '%s' was set explicitly." % forced)
+        return forced
+    if math.ceil(demand.busy - 1e-9) <= demand.cores + 1:
         explain.append(
             "Requests are CPU-bound: %d sync workers (one per core plus a spare) already hold the "
-            "%.1f requests that keep the CPUs busy." % (cores + 1, busy)
+            "%.1f requests that keep the CPUs busy." % (demand.cores + 1, demand.busy)
         )
-    else:
-        worker_class = "gthread"
-        explain.append(
-            "Requests wait more than they compute: gthread workers, so threads hold the %.1f requests "
-            "that keep the CPUs busy (one per core plus a spare cannot)." % busy
-        )
+        return "sync"
+    explain.append(
+        "Requests wait more than they compute: gthread workers, so threads hold the %.1f requests "
+        "that keep the CPUs busy (one per core plus a spare cannot)." % demand.busy
+    )
+    return "gthread"
 
-    # Slots per process: threads for gthread, connections for gevent, 1 for
-    # sync. Little's law times the measured headroom.
-    wanted = max(workers, math.ceil(busy * CONCURRENCY_HEADROOM - 1e-9))
-    slot_cap = {"sync": 1, "gthread": w["max_threads"], "gevent": GEVENT_MAX_CONNECTIONS}[worker_class]
-    slots = max(1, min(slot_cap, math.ceil(wanted / workers)))
+
+def _slot_cap(worker_class, max_threads):
+    """Most requests one worker of ``worker_class`` may hold at once."""
+    return {"sync": 1, "gthread": max_threads, "gevent": GEVENT_MAX_CONNECTIONS}[worker_class]
+
+
+def _slots(demand, worker_class, workers, max_threads, explain):
+    """Slots per process (threads for gthread, connections for gevent, 1 for
+    sync): Little's law times the measured headroom, spread over the workers."""
+    wanted = max(workers, math.ceil(demand.busy * CONCURRENCY_HEADROOM - 1e-9))
+    cap = _slot_cap(worker_class, max_threads)
+    slots = max(1, min(cap, math.ceil(wanted / workers)))
     if worker_class != "sync":
         explain.append(
             "%s: %d workers x %d %s to hold %d requests in flight (%g x the %.1f, for queueing at full load)."
@@ -372,25 +514,32 @@ def gunicorn_plan(facts, **workload):
                 "threads" if worker_class == "gthread" else "connections",
                 wanted,
                 CONCURRENCY_HEADROOM,
-                busy,
+                demand.busy,
             )
         )
         if slots * workers < wanted:
             explain.append(
                 "%s caps each worker at %d; raise it (or min_workers) to hold more."
-                % ("max_threads" if worker_class == "gthread" else "gevent", slot_cap)
+                % ("max_threads" if worker_class == "gthread" else "gevent", cap)
             )
+    return _Layout(worker_class, workers, slots)
 
-    # Database connections: workers x slots <= db_pool_max.
-    db = w["db_pool_max"]
-    if db is not None and workers * slots > db:
-        db = int(db)
-        workers = min(workers, db)
-        slots = max(1, min(slots, db // workers))
-        explain.append("db_pool_max=%d limits the plan to %d workers x %d concurrent requests." % (db, workers, slots))
-    target = workers * slots
 
-    # Memory: two generations of workers during a HUP must fit the budget.
+def _db_pool_cap(layout, db_pool_max, explain):
+    """Database connections: fewer workers, then fewer slots, until
+    ``workers x slots <= db_pool_max``."""
+    if db_pool_max is None or layout.concurrency <= db_pool_max:
+        return layout
+    db = int(db_pool_max)
+    workers = min(layout.workers, db)
+    slots = max(1, min(layout.slots, db // workers))
+    explain.append("db_pool_max=%d limits the plan to %d workers x %d concurrent requests." % (db, workers, slots))
+    return layout._replace(workers=workers, slots=slots)
+
+
+def _memory_budget(w, memory_mb, explain):
+    """The app's memory budget: ``(M - reserve) x memory_share``, in whole MiB;
+    the reserve must leave some memory."""
     reserve = w["memory_reserve_mb"]
     if reserve is None:
         reserve = default_reserve_mb(memory_mb)
@@ -402,138 +551,213 @@ def gunicorn_plan(facts, **workload):
         )
     # Whole MiB, as reported: a plan that fits the fraction must fit the number shown.
     budget = float(math.floor((memory_mb - reserve) * w["memory_share"]))
-    rss, trss = w["worker_rss_mb"], w["thread_rss_mb"]
-
-    def peak(n_workers, n_threads):
-        return MASTER_RSS_MB + 2 * n_workers * (rss + n_threads * trss)
-
-    threads = slots if worker_class == "gthread" else 1
     explain.append(
         "Memory budget: (%d - %d reserve) x %g share = %d MiB, which must hold two generations "
         "of workers during a reload." % (memory_mb, reserve, w["memory_share"], budget)
     )
-    if peak(workers, threads) > budget:
-        fit_single = int((budget - MASTER_RSS_MB) // (2 * (rss + trss))) if budget > MASTER_RSS_MB else 0
-        fitted = max(1, min(workers, fit_single))
-        if fitted < workers:
-            explain.append(
-                "Memory caps workers at %d (each needs %g MiB, twice over during a reload)." % (fitted, rss + trss)
-            )
-            workers = fitted
-        want = max(1, min(slot_cap, math.ceil(target / workers), db // workers if db is not None else slot_cap))
-        if worker_class == "gevent":
-            slots = want
-        if worker_class == "gthread":
-            room = (budget - MASTER_RSS_MB) / (2.0 * workers) - rss
-            if room >= 0 and (trss == 0 or room >= want * trss):
-                fit = want  # the workers fit, and so do all their threads
-            elif room <= 0:
-                fit = 1
-            else:
-                fit = max(1, min(want, int(room // trss)))
-            if fit != threads:
-                explain.append("Memory sets threads to %d per worker (%g MiB each)." % (fit, trss))
-            threads = slots = fit
-        if peak(workers, threads) > budget:
-            explain.append(
-                "Warning: even %d worker with %d thread needs %d MiB during a reload, more than the "
-                "%d MiB budget; planning it anyway. Add memory, raise memory_share, or lower "
-                "worker_rss_mb/memory_reserve_mb." % (workers, threads, peak(workers, threads), budget)
-            )
-    per_worker = slots
-    concurrency = workers * per_worker
-    if worker_class == "gevent":
-        worker_connections = per_worker
-    elif worker_class == "gthread" and w["upstream_keepalive"]:
-        # Idle kept-alive connections from nginx wait beside the busy ones.
-        worker_connections = threads * 2
+    return _Memory(memory_mb, budget, w["worker_rss_mb"], w["thread_rss_mb"])
+
+
+def _fit_workers(layout, memory, explain):
+    """Fewer workers (never below one) until two generations of single-slot
+    workers fit the budget."""
+    per_worker = memory.worker_mb + memory.thread_mb
+    room = memory.budget - MASTER_RSS_MB
+    fit = int(room // (2 * per_worker)) if memory.budget > MASTER_RSS_MB else 0
+    fitted = max(1, min(layout.workers, fit))
+    if fitted >= layout.workers:
+        return layout
+    explain.append("Memory caps workers at %d (each needs %g MiB, twice over during a reload)." % (fitted, per_worker))
+    return layout._replace(workers=fitted)
+
+
+def _wanted_slots(layout, target, w):
+    """Slots per worker that restore ``target`` requests in flight over the
+    workers memory left, within the class's cap and ``db_pool_max``."""
+    cap = _slot_cap(layout.worker_class, w["max_threads"])
+    db = w["db_pool_max"]
+    return max(1, min(cap, math.ceil(target / layout.workers), db // layout.workers if db is not None else cap))
+
+
+def _fit_threads(layout, want, memory, explain):
+    """Threads per gthread worker: the ``want`` wanted, or as many as the
+    memory left per worker holds (at least one)."""
+    room = (memory.budget - MASTER_RSS_MB) / (2.0 * layout.workers) - memory.worker_mb
+    thread_mb = memory.thread_mb
+    if room >= 0 and (thread_mb == 0 or room >= want * thread_mb):
+        fit = want  # the workers fit, and so do all their threads
+    elif room <= 0:
+        fit = 1
     else:
-        worker_connections = threads
-    explain.append(
-        "Plan: %d %s workers x %d %s = %d requests in flight; each worker should use a database "
-        "pool of %d."
-        % (
-            workers,
-            worker_class,
-            per_worker,
-            "connections" if worker_class == "gevent" else "threads",
-            concurrency,
-            per_worker,
+        fit = max(1, min(want, int(room // thread_mb)))
+    if fit != layout.threads:
+        explain.append("Memory sets threads to %d per worker (%g MiB each)." % (fit, thread_mb))
+    return layout._replace(slots=fit)
+
+
+def _memory_fit(layout, memory, w, explain):
+    """Two generations of workers (a reload's overlap) must fit the budget:
+    fewer workers first, then the slots refilled as far as memory allows; a
+    single worker that still does not fit is planned with a warning."""
+    if memory.peak(layout) <= memory.budget:
+        return layout
+    target = layout.concurrency
+    layout = _fit_workers(layout, memory, explain)
+    want = _wanted_slots(layout, target, w)
+    if layout.worker_class == "gevent":
+        layout = layout._replace(slots=want)
+    if layout.worker_class == "gthread":
+        layout = _fit_threads(layout, want, memory, explain)
+    if memory.peak(layout) > memory.budget:
+        explain.append(
+            "Warning: even %d worker with %d thread needs %d MiB during a reload, more than the "
+            "%d MiB budget; planning it anyway. Add memory, raise memory_share, or lower "
+            "worker_rss_mb/memory_reserve_mb." % (layout.workers, layout.threads, memory.peak(layout), memory.budget)
         )
+    return layout
+
+
+def _worker_connections(layout, upstream_keepalive):
+    """Connections one worker accepts at once: its slots, and for gthread with
+    upstream keep-alive twice its threads, as idle kept-alive connections from
+    nginx wait beside the busy ones."""
+    if layout.worker_class == "gevent":
+        return layout.slots
+    if layout.worker_class == "gthread" and upstream_keepalive:
+        return layout.threads * 2
+    return layout.threads
+
+
+def _layout_sentence(layout):
+    """The plan's shape in one sentence, with the database pool each worker should use."""
+    return "Plan: %d %s workers x %d %s = %d requests in flight; each worker should use a database pool of %d." % (
+        layout.workers,
+        layout.worker_class,
+        layout.slots,
+        "connections" if layout.worker_class == "gevent" else "threads",
+        layout.concurrency,
+        layout.slots,
     )
 
-    # Recycling.
-    max_requests = w["max_requests"]
+
+def _recycling(max_requests, explain):
+    """Recycling: workers restart after ``max_requests`` (0 = never), with 10 %
+    jitter so they do not all restart at once."""
     jitter = round(max_requests * MAX_REQUESTS_JITTER_SHARE)
     if max_requests:
         explain.append(
             "Workers recycle after %d requests (+ up to %d jitter) to bound memory growth." % (max_requests, jitter)
         )
+    return max_requests, jitter
 
-    # Timeout chain.
+
+def _upstream_keepalive(requested, worker_class):
+    """Whether nginx reuses upstream connections (never to sync workers, which
+    close every connection), for how long, and gunicorn's keepalive, which
+    outlives nginx's so the server never closes a connection nginx may reuse."""
+    on = requested and worker_class != "sync"
+    if not on:
+        return False, 0, GUNICORN_DEFAULT_KEEPALIVE_S
+    return True, UPSTREAM_KEEPALIVE_TIMEOUT_S, UPSTREAM_KEEPALIVE_TIMEOUT_S + UPSTREAM_KEEPALIVE_MARGIN_S
+
+
+def _timeout_chain(w, worker_class, explain):
+    """The timeout chain: nginx ``proxy_read_timeout`` >= gunicorn ``timeout``;
+    systemd ``TimeoutStopSec`` > ``graceful_timeout``; gunicorn ``keepalive`` >
+    nginx's upstream ``keepalive_timeout``."""
     timeout = w["timeout"]
     graceful = timeout
-    keepalive_on = w["upstream_keepalive"] and worker_class != "sync"
+    keepalive_on, upstream_timeout, keepalive = _upstream_keepalive(w["upstream_keepalive"], worker_class)
     if w["upstream_keepalive"] and not keepalive_on:
         explain.append("Upstream keep-alive is off: gunicorn's sync workers close every connection.")
-    upstream_keepalive_timeout = UPSTREAM_KEEPALIVE_TIMEOUT_S if keepalive_on else 0
-    keepalive = (
-        upstream_keepalive_timeout + UPSTREAM_KEEPALIVE_MARGIN_S if keepalive_on else GUNICORN_DEFAULT_KEEPALIVE_S
-    )
-    stop_timeout = graceful + STOP_MARGIN_S
-    read_timeout = timeout + READ_TIMEOUT_MARGIN_S
+    stop = graceful + STOP_MARGIN_S
+    read = timeout + READ_TIMEOUT_MARGIN_S
     explain.append(
         "Timeouts: gunicorn timeout %ds and graceful_timeout %ds; nginx proxy_read_timeout %ds "
-        "(>= timeout); systemd TimeoutStopSec %ds (> graceful_timeout)."
-        % (timeout, graceful, read_timeout, stop_timeout)
+        "(>= timeout); systemd TimeoutStopSec %ds (> graceful_timeout)." % (timeout, graceful, read, stop)
     )
     if keepalive_on:
         explain.append(
             "nginx reuses upstream connections for %ds; gunicorn keepalive is %ds so the server "
-            "never closes a connection nginx may still reuse." % (upstream_keepalive_timeout, keepalive)
+            "never closes a connection nginx may still reuse." % (upstream_timeout, keepalive)
         )
+    return _Timeouts(timeout, graceful, keepalive, read, stop, keepalive_on, upstream_timeout)
 
-    # Listen backlog: room for a burst of several times the concurrency.
-    backlog = min(BACKLOG_MAX, max(BACKLOG_MIN, 1 << (4 * concurrency - 1).bit_length()))
 
-    # systemd memory limits: MemoryMax is the app's budget (never below the
-    # reload peak), MemoryHigh starts reclaim a little below it.
-    steady = MASTER_RSS_MB + workers * (rss + threads * trss)
-    peak_mb = peak(workers, threads)
-    memory_max = int(min(memory_mb, max(budget, peak_mb)))
-    memory_high = int(min(memory_max, max(peak_mb, memory_max * 0.9)))
+def _backlog(concurrency):
+    """Listen backlog: room for a burst of several times the concurrency."""
+    return min(BACKLOG_MAX, max(BACKLOG_MIN, 1 << (4 * concurrency - 1).bit_length()))
+
+
+def _systemd_memory(layout, memory, explain):
+    """systemd memory limits: ``MemoryMax`` is the app's budget (never below
+    the reload peak), ``MemoryHigh`` starts reclaim a little below it.
+
+    Returns ``(steady, peak, MemoryHigh, MemoryMax)`` in MiB.
+    """
+    steady = memory.steady(layout)
+    peak = memory.peak(layout)
+    memory_max = int(min(memory.memory_mb, max(memory.budget, peak)))
+    memory_high = int(min(memory_max, max(peak, memory_max * 0.9)))
     explain.append(
         "Memory: about %d MiB steady and %d MiB during a reload; systemd MemoryHigh=%dM, "
-        "MemoryMax=%dM." % (steady, peak_mb, memory_high, memory_max)
+        "MemoryMax=%dM." % (steady, peak, memory_high, memory_max)
     )
+    return steady, peak, memory_high, memory_max
 
+
+def _nginx_upstream(timeouts, worker_connections):
+    """The upstream settings nginx needs for this app."""
     return {
-        "worker_class": worker_class,
-        "workers": int(workers),
-        "threads": int(threads),
-        "worker_connections": int(worker_connections),
+        "proxy_read_timeout": timeouts.read,
+        "proxy_send_timeout": timeouts.read,
+        "proxy_connect_timeout": 5,
+        "upstream_keepalive": int(worker_connections) if timeouts.upstream_keepalive else 0,
+        "upstream_keepalive_timeout": timeouts.upstream_keepalive_timeout,
+        "upstream_keepalive_requests": 1000 if timeouts.upstream_keepalive else 0,
+    }
+
+
+def gunicorn_plan(facts, **workload):
+    """Return the plan (a dict) for one app on the host described by ``facts``.
+
+    Each step below is one decision of the model, in the order ``explain``
+    tells them. Raises :class:`TuningError` on bad input.
+    """
+    w = _check_workload(workload)
+    cpus, memory_mb, explain = host_resources(facts)
+    demand = _cpu_demand(w, cpus, memory_mb, explain)
+    workers = _processes(demand.cores, w, explain)
+    worker_class = _worker_class(demand, w["worker_class"], explain)
+    layout = _slots(demand, worker_class, workers, w["max_threads"], explain)
+    layout = _db_pool_cap(layout, w["db_pool_max"], explain)
+    memory = _memory_budget(w, memory_mb, explain)
+    layout = _memory_fit(layout, memory, w, explain)
+    connections = _worker_connections(layout, w["upstream_keepalive"])
+    explain.append(_layout_sentence(layout))
+    max_requests, jitter = _recycling(w["max_requests"], explain)
+    timeouts = _timeout_chain(w, layout.worker_class, explain)
+    steady, peak, memory_high, memory_max = _systemd_memory(layout, memory, explain)
+    return {
+        "worker_class": layout.worker_class,
+        "workers": int(layout.workers),
+        "threads": int(layout.threads),
+        "worker_connections": int(connections),
         "max_requests": max_requests,
         "max_requests_jitter": jitter,
-        "timeout": timeout,
-        "graceful_timeout": graceful,
-        "keepalive": keepalive,
-        "backlog": backlog,
-        "concurrency": int(concurrency),
+        "timeout": timeouts.timeout,
+        "graceful_timeout": timeouts.graceful,
+        "keepalive": timeouts.keepalive,
+        "backlog": _backlog(layout.concurrency),
+        "concurrency": int(layout.concurrency),
         "cpus": cpus,
-        "memory_budget_mb": int(budget),
+        "memory_budget_mb": int(memory.budget),
         "memory_mb": math.ceil(steady),
-        "memory_peak_mb": math.ceil(peak_mb),
-        "db_pool_size": int(per_worker),
-        "nginx": {
-            "proxy_read_timeout": read_timeout,
-            "proxy_send_timeout": read_timeout,
-            "proxy_connect_timeout": 5,
-            "upstream_keepalive": int(worker_connections) if keepalive_on else 0,
-            "upstream_keepalive_timeout": upstream_keepalive_timeout,
-            "upstream_keepalive_requests": 1000 if keepalive_on else 0,
-        },
+        "memory_peak_mb": math.ceil(peak),
+        "db_pool_size": int(layout.slots),
+        "nginx": _nginx_upstream(timeouts, connections),
         "systemd": {
-            "TimeoutStopSec": stop_timeout,
+            "TimeoutStopSec": timeouts.stop,
             "MemoryHigh": "%dM" % memory_high,
             "MemoryMax": "%dM" % memory_max,
         },
@@ -541,7 +765,87 @@ def gunicorn_plan(facts, **workload):
     }
 
 
-NGINX_OPTIONS = ("plans", "extra_connections", "max_nofile")
+# --- nginx ----------------------------------------------------------------
+
+
+def _upstream_slots(plans):
+    """Request slots nginx proxies to: the sum of the apps' concurrency."""
+    if not isinstance(plans, (list, tuple)):
+        raise TuningError("plans", plans, "must be a list of gunicorn_tuning plans")
+    total = 0
+    for index, plan in enumerate(plans):
+        if not isinstance(plan, Mapping) or "concurrency" not in plan:
+            raise TuningError("plans[%d]" % index, plan, "must be a plan from gunicorn_tuning")
+        total += _number("plans[%d].concurrency" % index, plan["concurrency"], _PLAN_CONCURRENCY)
+    return total
+
+
+def _nginx_workers(cpus, override, explain):
+    """worker_processes: the override when given, else the effective CPUs
+    rounded up (never ``auto``, which counts the host's CPUs)."""
+    derived = max(1, math.ceil(cpus - 1e-9))
+    if override is None:
+        explain.append(
+            "worker_processes %d: the effective CPUs (%g), not 'auto', which ignores cgroup limits." % (derived, cpus)
+        )
+        return derived
+    explain.append(
+        "worker_processes %d: set by the worker_processes option (the effective CPUs, %g, would give %d)."
+        % (override, cpus, derived)
+    )
+    return override
+
+
+def _nginx_connections(slots, options, workers, explain):
+    """worker_connections: the override when given, else every upstream slot
+    NGINX_CONNECTIONS_PER_SLOT times over plus the extra connections, spread
+    over the workers, rounded up to 256 and never below nginx's default."""
+    extra = options["extra_connections"]
+    needed = NGINX_CONNECTIONS_PER_SLOT * slots + extra
+    derived = max(NGINX_MIN_WORKER_CONNECTIONS, math.ceil(needed / float(workers)))
+    derived = int(math.ceil(derived / 256.0) * 256)
+    reason = "%d upstream request slots x %d connections each%s, spread over %d workers" % (
+        slots,
+        NGINX_CONNECTIONS_PER_SLOT,
+        " + %d extra" % extra if extra else "",
+        workers,
+    )
+    override = options["worker_connections"]
+    if override is None:
+        explain.append("worker_connections %d: %s (never below %d)." % (derived, reason, NGINX_MIN_WORKER_CONNECTIONS))
+        return derived
+    explain.append(
+        "worker_connections %d: set by the worker_connections option (%s, would give %d)." % (override, reason, derived)
+    )
+    return override
+
+
+def _nginx_nofile(connections, options, explain):
+    """worker_rlimit_nofile: NGINX_FDS_PER_CONNECTION descriptors per
+    connection plus NGINX_RESERVED_FDS. ``max_nofile`` caps derived
+    connections; an override that needs more is an error.
+
+    Returns ``(worker_connections, worker_rlimit_nofile)``.
+    """
+    nofile = connections * NGINX_FDS_PER_CONNECTION + NGINX_RESERVED_FDS
+    limit = options["max_nofile"]
+    if limit is not None and nofile > limit:
+        most = (limit - NGINX_RESERVED_FDS) // NGINX_FDS_PER_CONNECTION
+        if options["worker_connections"] is not None:
+            raise TuningError(
+                "worker_connections",
+                options["worker_connections"],
+                "must be at most %d to stay within max_nofile=%d (%d descriptors per connection plus %d)"
+                % (most, limit, NGINX_FDS_PER_CONNECTION, NGINX_RESERVED_FDS),
+            )
+        connections = max(1, most)
+        nofile = limit
+        explain.append("max_nofile=%d caps worker_connections at %d." % (limit, connections))
+    explain.append(
+        "worker_rlimit_nofile %d: %d descriptors per connection plus %d for logs and files."
+        % (nofile, NGINX_FDS_PER_CONNECTION, NGINX_RESERVED_FDS)
+    )
+    return connections, nofile
 
 
 def nginx_plan(facts, **options):
@@ -549,63 +853,22 @@ def nginx_plan(facts, **options):
 
     Options: ``plans`` (list of :func:`gunicorn_plan` results),
     ``extra_connections`` (client connections beyond the apps' slots),
-    ``max_nofile`` (a file-descriptor ceiling nginx must stay under).
+    ``max_nofile`` (a file-descriptor ceiling nginx must stay under),
+    ``worker_processes`` and ``worker_connections`` (overrides; ``None``
+    derives them). Raises :class:`TuningError` on bad input.
     """
-    unknown = sorted(set(options) - set(NGINX_OPTIONS))
-    if unknown:
-        raise TuningError(
-            unknown[0], options[unknown[0]], "is not a known option (known: %s)" % ", ".join(NGINX_OPTIONS)
-        )
-    plans = options.get("plans")
-    extra_connections = options.get("extra_connections")
-    max_nofile = options.get("max_nofile")
+    _reject_unknown(options, NGINX_OPTIONS)
     cpus, _memory_mb, explain = host_resources(facts)
-    if plans is None:
-        plans = []
-    if extra_connections is None:
-        extra_connections = 0
-    if not isinstance(plans, (list, tuple)):
-        raise TuningError("plans", plans, "must be a list of gunicorn_tuning plans")
-    total = 0
-    for index, plan in enumerate(plans):
-        if not isinstance(plan, Mapping) or "concurrency" not in plan:
-            raise TuningError("plans[%d]" % index, plan, "must be a plan from gunicorn_tuning")
-        total += _number("plans[%d].concurrency" % index, plan["concurrency"], minimum=1, integer=True)
-    extra = _number("extra_connections", extra_connections, minimum=0, integer=True)
-    workers = max(1, math.ceil(cpus - 1e-9))
-    explain.append(
-        "worker_processes %d: the effective CPUs (%g), not 'auto', which ignores cgroup limits." % (workers, cpus)
-    )
-    needed = NGINX_CONNECTIONS_PER_SLOT * total + extra
-    per_worker = max(NGINX_MIN_WORKER_CONNECTIONS, math.ceil(needed / float(workers)))
-    per_worker = int(math.ceil(per_worker / 256.0) * 256)
-    explain.append(
-        "worker_connections %d: %d upstream request slots x %d connections each%s, spread over "
-        "%d workers (never below %d)."
-        % (
-            per_worker,
-            total,
-            NGINX_CONNECTIONS_PER_SLOT,
-            " + %d extra" % extra if extra else "",
-            workers,
-            NGINX_MIN_WORKER_CONNECTIONS,
-        )
-    )
-    nofile = per_worker * NGINX_FDS_PER_CONNECTION + 64
-    if max_nofile is not None:
-        limit = _number("max_nofile", max_nofile, minimum=64, integer=True)
-        if nofile > limit:
-            per_worker = max(1, (limit - 64) // NGINX_FDS_PER_CONNECTION)
-            nofile = limit
-            explain.append("max_nofile=%d caps worker_connections at %d." % (limit, per_worker))
-    explain.append(
-        "worker_rlimit_nofile %d: %d descriptors per connection plus 64 for logs and files."
-        % (nofile, NGINX_FDS_PER_CONNECTION)
-    )
+    o = _with_defaults(options, NGINX_OPTIONS)
+    slots = _upstream_slots(o["plans"])
+    o = _check_options(o, NGINX_OPTIONS, {})
+    workers = _nginx_workers(cpus, o["worker_processes"], explain)
+    connections = _nginx_connections(slots, o, workers, explain)
+    connections, nofile = _nginx_nofile(connections, o, explain)
     return {
         "worker_processes": workers,
-        "worker_connections": int(per_worker),
+        "worker_connections": int(connections),
         "worker_rlimit_nofile": int(nofile),
-        "upstream_slots": int(total),
+        "upstream_slots": int(slots),
         "explain": explain,
     }

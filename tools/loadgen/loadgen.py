@@ -248,6 +248,51 @@ def _positive(value, what: str, kind=float, maximum=None):
     return number
 
 
+def _echo_sizes(config: Config) -> tuple[int, int]:
+    """The echo body's smallest and largest size, in bytes."""
+    echo_min = _positive(config.echo_min, "--echo-size minimum", int, MAX_ECHO_BYTES)
+    echo_max = _positive(config.echo_max, "--echo-size maximum", int, MAX_ECHO_BYTES)
+    if echo_min > echo_max:
+        raise ConfigError("bad --echo-size: minimum %d > maximum %d" % (echo_min, echo_max))
+    return echo_min, echo_max
+
+
+def _weighted_endpoints(config: Config, base_path: str) -> tuple[list[Endpoint], list[float]]:
+    """The endpoints with a weight > 0 and their cumulative shares of the mix (the last is 1)."""
+    weights = _mix_weights(config.mix if config.mix is not None else DEFAULT_MIX[config.mode])
+    paths = dict(config.paths or {})
+    for name in paths:
+        if not _NAME_RE.match(name):
+            raise ConfigError("bad --path name %r" % name)
+    endpoints, cumulative, total = [], [], 0.0
+    for name, weight in weights.items():
+        endpoint = _endpoint(name, paths.get(name), base_path)
+        if weight > 0:
+            total += weight
+            endpoints.append(endpoint)
+            cumulative.append(total)
+    return endpoints, [c / total for c in cumulative]
+
+
+def _headers(config: Config, new_connection: bool) -> list[tuple[str, str]]:
+    """Headers every request carries: the Host override, and ``Connection: close`` without keep-alive."""
+    headers = []
+    if config.host_header:
+        if any(ch.isspace() for ch in config.host_header):
+            raise ConfigError("bad --host-header %r" % config.host_header)
+        headers.append(("Host", config.host_header))
+    if new_connection:
+        headers.append(("Connection", "close"))
+    return headers
+
+
+def _check_labels(labels: Mapping[str, str] | None) -> None:
+    """Labels lead the LOAD RESULT line as key=value words: no spaces or '=' in a value."""
+    for key, value in (labels or {}).items():
+        if not _NAME_RE.match(str(key)) or not _LABEL_VALUE_RE.match(str(value)):
+            raise ConfigError("bad --label %s=%s (no spaces or '=' in the value)" % (key, value))
+
+
 def make_plan(config: Config) -> _Plan:
     """Validate ``config`` and resolve defaults; raises ConfigError."""
     if config.mode not in MODES:
@@ -266,34 +311,11 @@ def make_plan(config: Config) -> _Plan:
     rate = 0.0 if rate == 0 else _positive(rate, "--rate", float)
     timeout = _positive(config.timeout, "--timeout", float, MAX_DURATION)
     interval = _positive(config.progress_interval, "progress interval", float)
-    echo_min = _positive(config.echo_min, "--echo-size minimum", int, MAX_ECHO_BYTES)
-    echo_max = _positive(config.echo_max, "--echo-size maximum", int, MAX_ECHO_BYTES)
-    if echo_min > echo_max:
-        raise ConfigError("bad --echo-size: minimum %d > maximum %d" % (echo_min, echo_max))
-    weights = _mix_weights(config.mix if config.mix is not None else DEFAULT_MIX[config.mode])
-    paths = dict(config.paths or {})
-    for name in paths:
-        if not _NAME_RE.match(name):
-            raise ConfigError("bad --path name %r" % name)
-    endpoints, cumulative, total = [], [], 0.0
-    for name, weight in weights.items():
-        endpoint = _endpoint(name, paths.get(name), base_path)
-        if weight > 0:
-            total += weight
-            endpoints.append(endpoint)
-            cumulative.append(total)
-    cumulative = [c / total for c in cumulative]
-    headers = []
-    if config.host_header:
-        if any(ch.isspace() for ch in config.host_header):
-            raise ConfigError("bad --host-header %r" % config.host_header)
-        headers.append(("Host", config.host_header))
+    echo_min, echo_max = _echo_sizes(config)
+    endpoints, cumulative = _weighted_endpoints(config, base_path)
     new_connection = bool(config.new_connection_per_request) or config.mode == "connect"
-    if new_connection:
-        headers.append(("Connection", "close"))
-    for key, value in (config.labels or {}).items():
-        if not _NAME_RE.match(str(key)) or not _LABEL_VALUE_RE.match(str(value)):
-            raise ConfigError("bad --label %s=%s (no spaces or '=' in the value)" % (key, value))
+    headers = _headers(config, new_connection)
+    _check_labels(config.labels)
     seed = config.seed if config.seed is not None else random.SystemRandom().getrandbits(32)
     return _Plan(
         mode=config.mode,
@@ -532,6 +554,30 @@ class _Shared:
                 self.samples.append("+%.3fs %s" % (time.monotonic() - self.start, text))
 
 
+@dataclasses.dataclass
+class _Attempt:
+    """One request as it goes: how far it got, what it opened or found closed, and its response."""
+
+    started: float
+    phase: str = "connect"  # then send, response, body
+    reused: bool = False
+    opened: int = 0
+    idle_closed: int = 0
+    connect_s: float | None = None
+    status: int = 0
+    data: bytes = b""
+    elapsed: float = 0.0
+
+
+def _response_failure(endpoint: Endpoint, attempt: _Attempt, body: bytes | None) -> str | None:
+    """How a response failed: ``status`` (not 2xx), ``body`` (an echo that differs), or None when it is ok."""
+    if not 200 <= attempt.status < 300:
+        return "status"
+    if endpoint.echo and attempt.data != body:
+        return "body"
+    return None
+
+
 class _Worker:
     def __init__(self, index: int, plan: _Plan, shared: _Shared):
         self.index = index
@@ -581,87 +627,115 @@ class _Worker:
         pad = base64.b64encode(self.rng.randbytes(need * 3 // 4 + 3))[:need]
         return head + pad + b'"}'
 
-    def request(self, endpoint: Endpoint) -> None:
-        plan, counter = self.plan, self.counter
-        headers = dict(plan.headers)
+    def prepare(self, endpoint: Endpoint) -> tuple[bytes | None, dict[str, str]]:
+        """The request's body (a fresh random one for echo endpoints) and headers."""
+        headers = dict(self.plan.headers)
         body = None
         if endpoint.echo:
             body = self.echo_body()
             headers["Content-Type"] = "application/json"
-        phase, reused, opened, idle_closed, connect_s = "connect", False, 0, 0, None
-        started = time.perf_counter()
+        return body, headers
+
+    def request(self, endpoint: Endpoint) -> None:
+        """Send one request, count its outcome and sample what went wrong."""
+        body, headers = self.prepare(endpoint)
+        attempt = _Attempt(started=time.perf_counter())
         try:
-            if self.conn is None:
-                self.conn = plan.new_connection_object()
-            conn = self.conn
-            if conn.sock is not None and _closed_by_peer(conn.sock):
-                conn.close()  # the server closed it between requests: not a failure
-                idle_closed = 1
-            if conn.sock is None:
-                conn.connect()
-                opened = 1
-                connect_s = time.perf_counter() - started
-            else:
-                reused = True
-            phase = "send"
-            conn.request(endpoint.method, endpoint.path, body=body, headers=headers)
-            phase = "response"
-            response = conn.getresponse()
-            phase = "body"
-            data = response.read()
-            status = response.status
+            self.exchange(endpoint, body, headers, attempt)
         except Exception as exc:
             self.drop()
-            kind = "timeout" if self.aborted else _classify(exc)
-            detail = "aborted at shutdown after --timeout" if self.aborted else "%s: %s" % (type(exc).__name__, exc)
-            with counter.lock:
-                counter.sent += 1
-                counter.failures[kind] += 1
-                counts = counter.endpoints[endpoint.name]
-                counts["sent"] += 1
-                counts["failed"] += 1
-                counter.connections_opened += opened
-                counter.idle_closed += idle_closed
-                if reused and kind == "reset" and phase in ("send", "response"):
-                    counter.reset_on_reuse += 1
-                if connect_s is not None:
-                    counter.connect.add(connect_s)
-            self.shared.sample(
-                "%s %s %s: %s during %s%s: %s"
-                % (endpoint.name, endpoint.method, endpoint.path, kind, phase, " (reused)" if reused else "", detail)
-            )
+            self.count_error(endpoint, attempt, exc)
             return
-        elapsed = time.perf_counter() - started
-        if plan.new_connection:
+        attempt.elapsed = time.perf_counter() - attempt.started
+        if self.plan.new_connection:
             self.drop()
-        kind = None
-        if not 200 <= status < 300:
-            kind = "status"
-        elif endpoint.echo and data != body:
-            kind = "body"
+        kind = _response_failure(endpoint, attempt, body)
+        self.count_response(endpoint, attempt, kind)
+        self.after_response(endpoint, attempt, kind, body)
+
+    def exchange(self, endpoint: Endpoint, body: bytes | None, headers: dict[str, str], attempt: _Attempt) -> None:
+        """Send on the worker's connection, reconnecting when the server closed it while idle (not a
+        failure); record in ``attempt`` how far the request got and the response."""
+        if self.conn is None:
+            self.conn = self.plan.new_connection_object()
+        conn = self.conn
+        if conn.sock is not None and _closed_by_peer(conn.sock):
+            conn.close()  # the server closed it between requests: not a failure
+            attempt.idle_closed = 1
+        if conn.sock is None:
+            conn.connect()
+            attempt.opened = 1
+            attempt.connect_s = time.perf_counter() - attempt.started
+        else:
+            attempt.reused = True
+        attempt.phase = "send"
+        conn.request(endpoint.method, endpoint.path, body=body, headers=headers)
+        attempt.phase = "response"
+        response = conn.getresponse()
+        attempt.phase = "body"
+        attempt.data = response.read()
+        attempt.status = response.status
+
+    def count_error(self, endpoint: Endpoint, attempt: _Attempt, exc: Exception) -> None:
+        """Count a request that raised (a request still in flight at shutdown is a timeout) and sample it."""
+        counter = self.counter
+        kind = "timeout" if self.aborted else _classify(exc)
+        detail = "aborted at shutdown after --timeout" if self.aborted else "%s: %s" % (type(exc).__name__, exc)
+        with counter.lock:
+            counter.sent += 1
+            counter.failures[kind] += 1
+            counts = counter.endpoints[endpoint.name]
+            counts["sent"] += 1
+            counts["failed"] += 1
+            counter.connections_opened += attempt.opened
+            counter.idle_closed += attempt.idle_closed
+            if attempt.reused and kind == "reset" and attempt.phase in ("send", "response"):
+                counter.reset_on_reuse += 1
+            if attempt.connect_s is not None:
+                counter.connect.add(attempt.connect_s)
+        self.shared.sample(
+            "%s %s %s: %s during %s%s: %s"
+            % (
+                endpoint.name,
+                endpoint.method,
+                endpoint.path,
+                kind,
+                attempt.phase,
+                " (reused)" if attempt.reused else "",
+                detail,
+            )
+        )
+
+    def count_response(self, endpoint: Endpoint, attempt: _Attempt, kind: str | None) -> None:
+        """Count a request that got a response: ok (with its latency), or failed as ``kind``."""
+        counter = self.counter
         with counter.lock:
             counter.sent += 1
             counts = counter.endpoints[endpoint.name]
             counts["sent"] += 1
-            key = str(status)
+            key = str(attempt.status)
             counter.statuses[key] = counter.statuses.get(key, 0) + 1
-            counter.connections_opened += opened
-            counter.idle_closed += idle_closed
-            if connect_s is not None:
-                counter.connect.add(connect_s)
+            counter.connections_opened += attempt.opened
+            counter.idle_closed += attempt.idle_closed
+            if attempt.connect_s is not None:
+                counter.connect.add(attempt.connect_s)
             if kind is None:
                 counter.ok += 1
                 counts["ok"] += 1
-                counter.latency.add(elapsed)
+                counter.latency.add(attempt.elapsed)
             else:
                 counter.failures[kind] += 1
                 counts["failed"] += 1
+
+    def after_response(self, endpoint: Endpoint, attempt: _Attempt, kind: str | None, body: bytes | None) -> None:
+        """Signal the first success; sample a bad status or an echo that differs (where it first differs)."""
+        data = attempt.data
         if kind is None:
             if not self.shared.ready.is_set():
                 self.shared.first_ok()
         elif kind == "status":
             self.shared.sample(
-                "%s %s %s: status %d: %r" % (endpoint.name, endpoint.method, endpoint.path, status, data[:120])
+                "%s %s %s: status %d: %r" % (endpoint.name, endpoint.method, endpoint.path, attempt.status, data[:120])
             )
         else:
             pairs = enumerate(zip(data, body, strict=False))
@@ -744,75 +818,125 @@ def _child_main(index: int, plan: _Plan, stop, ready, channel) -> None:
         raise
 
 
+def _process_share(plan: _Plan, index: int, count: int) -> _Plan:
+    """Child ``index``'s share of ``count``: its part of the connections, max-requests and rate, its own seed."""
+    return dataclasses.replace(
+        plan,
+        connections=plan.connections // count + (index < plan.connections % count),
+        max_requests=None
+        if plan.max_requests is None
+        else plan.max_requests // count + (index < plan.max_requests % count),
+        rate=plan.rate / count,
+        seed=plan.seed + 1000003 * index,
+    )
+
+
+class _Fleet:
+    """The forked children of one run and what they reported: progress, a final outcome or an error."""
+
+    def __init__(self, plan: _Plan):
+        self.context = multiprocessing.get_context("fork")
+        self.stop, self.ready, self.channel = self.context.Event(), self.context.Event(), self.context.Queue()
+        self.names = [e.name for e in plan.endpoints]
+        self.children: list = []
+        self.latest: dict[int, dict] = {}
+        self.finals: dict[int, dict] = {}
+        self.errors: list[str] = []
+
+    def start(self, plan: _Plan) -> None:
+        """Fork one child per share; a share with no requests left to send gets none."""
+        count = plan.processes
+        for index in range(count):
+            share = _process_share(plan, index, count)
+            if share.max_requests == 0:
+                continue
+            child = self.context.Process(
+                target=_child_main, args=(index, share, self.stop, self.ready, self.channel), daemon=True
+            )
+            child.start()
+            self.children.append(child)
+
+    @property
+    def reporting(self) -> bool:
+        """Some child has not sent its final outcome or error yet."""
+        return len(self.finals) + len(self.errors) < len(self.children)
+
+    def receive(self) -> str | None:
+        """Keep the next report, waiting at most POLL_S; return its kind (None when nothing came)."""
+        try:
+            kind, index, payload = self.channel.get(timeout=POLL_S)
+        except queue.Empty:
+            return None
+        if kind == "progress":
+            self.latest[index] = payload
+        elif kind == "final":
+            self.finals[index] = payload
+        elif kind == "error":
+            self.errors.append("process %d: %s" % (index, payload))
+        return kind
+
+    def silent(self) -> bool:
+        """Every child has exited and nothing is left to read."""
+        return not any(c.is_alive() for c in self.children) and self.channel.empty()
+
+    def counts(self) -> dict:
+        """The children's counts so far: the final ones where there are, else the latest progress."""
+        snaps = [
+            self.finals[i]["counts"] if i in self.finals else self.latest[i]
+            for i in set(self.latest) | set(self.finals)
+        ]
+        return merge_counts(snaps, self.names)
+
+    def reap(self) -> None:
+        """Stop the children, and kill those that do not exit within 2 s."""
+        self.stop.set()
+        for child in self.children:
+            child.join(2.0)
+            if child.is_alive():
+                child.kill()
+
+    def outcome(self, stopped: bool, elapsed: float) -> dict:
+        """The merged outcome, with the children's samples first and their errors after."""
+        outcomes = list(self.finals.values())
+        reasons = [o["stopped_by"] for o in outcomes]
+        samples = [s for o in outcomes for s in o["samples"]][:MAX_SAMPLES]
+        samples += self.errors[: max(0, MAX_SAMPLES - len(samples))]
+        return {
+            "counts": merge_counts([o["counts"] for o in outcomes], self.names),
+            "elapsed": elapsed,
+            "stopped_by": "stop" if stopped else ("duration" if "duration" in reasons else "max_requests"),
+            "unfinished": sum(o["unfinished"] for o in outcomes) + len(self.children) - len(outcomes),
+            "samples": samples,
+        }
+
+
 def _drive_processes(plan: _Plan, stop, on_ready, on_progress) -> dict:
     """Fork ``plan.processes`` children sharing connections, max-requests and rate; merge their counts."""
-    context = multiprocessing.get_context("fork")
-    child_stop, ready, channel = context.Event(), context.Event(), context.Queue()
-    names = [e.name for e in plan.endpoints]
-    count = plan.processes
-    children = []
-    for index in range(count):
-        share = dataclasses.replace(
-            plan,
-            connections=plan.connections // count + (index < plan.connections % count),
-            max_requests=None
-            if plan.max_requests is None
-            else plan.max_requests // count + (index < plan.max_requests % count),
-            rate=plan.rate / count,
-            seed=plan.seed + 1000003 * index,
-        )
-        if share.max_requests == 0:
-            continue
-        child = context.Process(target=_child_main, args=(index, share, child_stop, ready, channel), daemon=True)
-        child.start()
-        children.append(child)
+    fleet = _Fleet(plan)
+    fleet.start(plan)
     start = time.monotonic()
-    latest, finals, errors = {}, {}, []
     ready_seen = False
     next_progress = start + plan.progress_interval
     hard_end = start + plan.duration + plan.timeout + 10.0
-    while len(finals) + len(errors) < len(children):
+    while fleet.reporting:
         if stop.is_set():
-            child_stop.set()
-        if not ready_seen and ready.is_set():
+            fleet.stop.set()
+        if not ready_seen and fleet.ready.is_set():
             ready_seen = True
             if on_ready is not None:
                 on_ready()
-        try:
-            kind, index, payload = channel.get(timeout=POLL_S)
-        except queue.Empty:
-            kind = None
-        if kind == "progress":
-            latest[index] = payload
-        elif kind == "final":
-            finals[index] = payload
-        elif kind == "error":
-            errors.append("process %d: %s" % (index, payload))
+        kind = fleet.receive()
         now = time.monotonic()
         if on_progress is not None and now >= next_progress:
-            snaps = [finals[i]["counts"] if i in finals else latest[i] for i in set(latest) | set(finals)]
-            on_progress(merge_counts(snaps, names), now - start)
+            on_progress(fleet.counts(), now - start)
             next_progress = now + plan.progress_interval
-        if now > hard_end or (kind is None and not any(c.is_alive() for c in children) and channel.empty()):
+        if now > hard_end or (kind is None and fleet.silent()):
             break
-    child_stop.set()
-    if not ready_seen and ready.is_set() and on_ready is not None:
+    fleet.stop.set()
+    if not ready_seen and fleet.ready.is_set() and on_ready is not None:
         on_ready()
-    for child in children:
-        child.join(2.0)
-        if child.is_alive():
-            child.kill()
-    outcomes = list(finals.values())
-    reasons = [o["stopped_by"] for o in outcomes]
-    samples = [s for o in outcomes for s in o["samples"]][:MAX_SAMPLES]
-    samples += errors[: max(0, MAX_SAMPLES - len(samples))]
-    return {
-        "counts": merge_counts([o["counts"] for o in outcomes], names),
-        "elapsed": time.monotonic() - start,
-        "stopped_by": "stop" if stop.is_set() else ("duration" if "duration" in reasons else "max_requests"),
-        "unfinished": sum(o["unfinished"] for o in outcomes) + len(children) - len(outcomes),
-        "samples": samples,
-    }
+    fleet.reap()
+    return fleet.outcome(stop.is_set(), time.monotonic() - start)
 
 
 # --------------------------------------------------------------------------- results

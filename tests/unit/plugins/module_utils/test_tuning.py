@@ -262,6 +262,42 @@ def test_bad_input_names_field_and_value(host, kwargs, field, shown):
     assert shown in str(err.value)
 
 
+def test_one_option_table_drives_the_checks():
+    assert set(tuning.WORKLOAD_OPTIONS) == set(tuning.WORKLOAD_DEFAULTS)
+    assert {o.kind for o in tuning.WORKLOAD_OPTIONS.values()} <= {"float", "int", "bool", "str"}
+    for name, option in tuning.WORKLOAD_OPTIONS.items():
+        assert tuning.WORKLOAD_DEFAULTS[name] == option.default
+    assert set(tuning.WORKLOAD_OPTIONS["profile"].choices) == set(tuning.PROFILES)
+    assert tuning.WORKLOAD_OPTIONS["worker_class"].choices == tuning.WORKER_CLASSES
+
+
+BOUNDED = sorted(n for n, o in tuning.WORKLOAD_OPTIONS.items() if o.kind in ("int", "float") and o.minimum is not None)
+
+
+@pytest.mark.parametrize("name", BOUNDED)
+def test_every_lower_bound_is_enforced(name):
+    option = tuning.WORKLOAD_OPTIONS[name]
+    kwargs = {"cpu_ms": 1, "wait_ms": 1, name: option.minimum if option.exclusive else option.minimum - 1}
+    with pytest.raises(TuningError) as err:
+        gunicorn_plan(facts(2, 1 << 20), **kwargs)
+    assert err.value.field == name
+
+
+def test_first_bad_option_in_table_order_is_reported():
+    with pytest.raises(TuningError) as err:
+        gunicorn_plan(facts(), max_requests=-1, worker_class="x", cpu_ms=1)
+    assert err.value.field == "worker_class"
+    with pytest.raises(TuningError) as err:
+        gunicorn_plan(facts(), max_requests=-1, cpu_ms=1)
+    assert str(err.value) == "'wait_ms' must be given together with cpu_ms"
+
+
+def test_unhashable_profile_is_bad_input():
+    with pytest.raises(TuningError) as err:
+        gunicorn_plan(facts(), profile=["io"])
+    assert str(err.value) == "'profile' must be one of cpu, io, mixed, got ['io'] (list)"
+
+
 # nginx sizing.
 def test_nginx_workers_are_effective_cpus_rounded_up():
     assert nginx_plan(facts(8, 16384))["worker_processes"] == 8
@@ -298,6 +334,84 @@ def test_nginx_bad_input(kwargs, field):
     with pytest.raises(TuningError) as err:
         nginx_plan(facts(), **kwargs)
     assert err.value.field == field
+
+
+def test_nginx_worker_processes_override():
+    plan = nginx_plan(facts(8, 16384), worker_processes=2)
+    assert plan["worker_processes"] == 2
+    assert any(line.startswith("worker_processes 2: set by the worker_processes option") for line in plan["explain"])
+    # The derived connections are spread over the workers given, not the CPUs.
+    big = gunicorn_plan(facts(2, 65536), profile="io", max_threads=512)
+    spread = nginx_plan(facts(8, 16384), plans=[big, big], worker_processes=2)
+    assert spread["worker_connections"] * 2 >= 8 * spread["upstream_slots"]
+
+
+def test_nginx_worker_connections_override_sets_nofile():
+    plan = nginx_plan(facts(2, 4096), worker_connections=4000)
+    assert plan["worker_connections"] == 4000
+    assert plan["worker_rlimit_nofile"] == 4000 * 2 + 64
+    assert plan["worker_rlimit_nofile"] == 4000 * tuning.NGINX_FDS_PER_CONNECTION + tuning.NGINX_RESERVED_FDS
+    assert any(
+        line.startswith("worker_connections 4000: set by the worker_connections option") for line in plan["explain"]
+    )
+    assert any(line.startswith("worker_rlimit_nofile 8064:") for line in plan["explain"])
+
+
+def test_nginx_overrides_below_the_derived_values_are_kept():
+    big = gunicorn_plan(facts(2, 65536), profile="io", max_threads=512)
+    plan = nginx_plan(facts(8, 16384), plans=[big], worker_processes=1, worker_connections=1)
+    assert (plan["worker_processes"], plan["worker_connections"], plan["worker_rlimit_nofile"]) == (1, 1, 66)
+
+
+def test_nginx_null_overrides_derive():
+    derived = nginx_plan(facts(4, 8192))
+    assert nginx_plan(facts(4, 8192), worker_processes=None, worker_connections=None) == derived
+    assert not any("option" in line for line in derived["explain"])
+
+
+def test_nginx_worker_connections_override_within_max_nofile():
+    plan = nginx_plan(facts(2, 4096), worker_connections=2000, max_nofile=4064)
+    assert plan["worker_connections"] == 2000
+    assert plan["worker_rlimit_nofile"] == 4064
+    assert not any("caps worker_connections" in line for line in plan["explain"])
+
+
+def test_nginx_worker_connections_override_over_max_nofile_is_an_error():
+    with pytest.raises(TuningError) as err:
+        nginx_plan(facts(2, 4096), worker_connections=2001, max_nofile=4064)
+    assert err.value.field == "worker_connections"
+    assert str(err.value) == (
+        "'worker_connections' must be at most 2000 to stay within max_nofile=4064 "
+        "(2 descriptors per connection plus 64), got 2001 (int)"
+    )
+
+
+@pytest.mark.parametrize("field", ["worker_processes", "worker_connections"])
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (0, "must be at least 1, got 0 (int)"),
+        (-4, "must be at least 1, got -4 (int)"),
+        (2.5, "must be a whole number, got 2.5 (float)"),
+        ("4", "must be a whole number, got '4' (str)"),
+        (True, "must be a whole number, got True (bool)"),
+        (float("inf"), "must be a finite number, got inf (float)"),
+        ([4], "must be a whole number, got [4] (list)"),
+    ],
+)
+def test_nginx_bad_overrides_name_the_field(field, value, shown):
+    with pytest.raises(TuningError) as err:
+        nginx_plan(facts(), **{field: value})
+    assert err.value.field == field
+    assert str(err.value) == "'%s' %s" % (field, shown)
+
+
+@pytest.mark.parametrize("value", [1, 3, 4.0, 65536])
+def test_nginx_valid_overrides(value):
+    plan = nginx_plan(facts(), worker_processes=value, worker_connections=value)
+    assert plan["worker_processes"] == plan["worker_connections"] == int(value)
+    assert isinstance(plan["worker_processes"], int)
+    assert plan["worker_rlimit_nofile"] == int(value) * 2 + 64
 
 
 def test_error_shows_builtin_type_of_subclassed_values():
