@@ -100,7 +100,7 @@ testhost: ## Install podman and build the Debian 12 and 13 test images
 	$(TESTHOST) image debian13
 
 .PHONY: molecule
-molecule: venv link testhost ## molecule test, every scenario, one after another
+molecule: venv link installed testhost ## molecule test, every scenario, one after another
 	@set -e; mkdir -p $(RESULTS_DIR); for scenario in $(SCENARIOS); do \
 	  start=$$(date +%s); rm -f $(RESULTS_DIR)/$$scenario.txt; \
 	  PATH="$(BIN):$$PATH" MOLECULE_GLOB='molecule/*/molecule.yml' FLASKOPS_RESULTS_FILE=$(RESULTS_DIR)/$$scenario.txt \
@@ -156,6 +156,17 @@ test: lint sanity unit integration molecule bench-smoke ## Everything CI runs
 .PHONY: build
 build: venv ## Build the collection tarball
 	$(BIN)/ansible-galaxy collection build --force
+
+# The built artifact, as users get it: the tarball installed into an empty collections path. The
+# reload scenario runs every playbook from it (its molecule.yml sets ANSIBLE_COLLECTIONS_PATH).
+INSTALLED_ROOT := $(CURDIR)/.build/installed
+
+.PHONY: installed
+installed: venv ## Build the collection tarball and install it into .build/installed
+	@rm -rf $(CURDIR)/.build/dist $(INSTALLED_ROOT) && mkdir -p $(CURDIR)/.build/dist
+	$(BIN)/ansible-galaxy collection build --output-path $(CURDIR)/.build/dist
+	ANSIBLE_COLLECTIONS_PATH=$(INSTALLED_ROOT) $(BIN)/ansible-galaxy collection install --force --collections-path $(INSTALLED_ROOT) \
+	  $(CURDIR)/.build/dist/flaskops-stack-*.tar.gz
 
 .PHONY: clean
 clean: ## Remove build output (keeps .venv)

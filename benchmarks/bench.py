@@ -52,6 +52,9 @@ import matplotlib.pyplot as plt  # after choosing the backend
 
 ROOT = Path(__file__).resolve().parent.parent
 REMOTE = Path(__file__).resolve().parent / "remote.py"
+READINESS = Path(__file__).resolve().parent.parent / "plugins" / "module_utils" / "readiness.py"
+#: Where remote.py imports readiness.py from inside a bench host (remote.READINESS_DIR).
+READINESS_DIR = "/usr/local/lib/flaskops-bench"
 PLANS_PLAYBOOK = Path(__file__).resolve().parent / "plans.yml"
 TESTHOST = ROOT / "tools" / "testhost" / "testhost.sh"
 
@@ -283,7 +286,10 @@ class BenchHost:
         self.attach()
 
     def attach(self) -> None:
-        """Find nginx's published port (of a container this class created)."""
+        """Find nginx's published port (of a container this class created); give remote.py the collection's
+        readiness check, with which it waits for reloads as the roles do."""
+        subprocess.run(["podman", "exec", self.name, "mkdir", "-p", READINESS_DIR], check=True)
+        subprocess.run(["podman", "cp", str(READINESS), "%s:%s/readiness.py" % (self.name, READINESS_DIR)], check=True)
         published = subprocess.run(
             ["podman", "port", self.name, "80"], check=True, capture_output=True, text=True
         ).stdout.split()[0]

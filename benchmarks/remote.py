@@ -1,7 +1,9 @@
 """Benchmark helper that runs on a bench host, inside the container, with the host's python3.
 
 The harness (bench.py) pipes this file into ``podman exec -i <host> python3 - <command> ...``; it needs
-nothing but the standard library. Commands, each printing one JSON object:
+nothing but the standard library and the collection's readiness check, ``plugins/module_utils/readiness.py``,
+which bench.py copies into the host (READINESS_DIR) when it creates it: the benchmark waits for a reload
+exactly as the roles do. Commands, each printing one JSON object:
 
 ``apply <app> <settings-json>``
     Replace the benchmark block under "# Overrides" of the app's gunicorn.conf.py with the given
@@ -23,16 +25,21 @@ cgroup is also charged for (the app's files) is reclaimable and left out.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
 import time
 
-CONFIG = "/etc/flaskops/{app}/gunicorn.conf.py"
+#: Where bench.py puts plugins/module_utils/readiness.py inside the host.
+READINESS_DIR = "/usr/local/lib/flaskops-bench"
+sys.path.insert(0, READINESS_DIR)
+import readiness  # noqa: E402  (found through READINESS_DIR)
+
+# The live release's configuration. The benchmark rewrites it in place (a release is otherwise never
+# changed): its containers exist only to be measured.
+CONFIG = "/srv/{app}/current/gunicorn.conf.py"
 SOCKET = "/run/flaskops/{app}.sock"
 OVERRIDES = "# Overrides\n"
 MARK = "# Benchmark configuration (flaskops.stack benchmarks/bench.py)\n"
@@ -49,7 +56,7 @@ def _show(app: str, prop: str) -> str:
 
 
 def _main_pid(app: str) -> int:
-    pid = int(_show(app, "MainPID"))
+    pid = readiness.main_pid(f"{app}.service")
     if pid <= 0:
         raise SystemExit(f"{app}.service is not running")
     return pid
@@ -57,15 +64,7 @@ def _main_pid(app: str) -> int:
 
 def _workers(master: int) -> set[int]:
     """PIDs of the master's children (gunicorn's workers)."""
-    children: set[int] = set()
-    task_dir = f"/proc/{master}/task"
-    for task in os.listdir(task_dir):
-        try:
-            with open(f"{task_dir}/{task}/children", encoding="ascii") as handle:
-                children.update(int(pid) for pid in handle.read().split())
-        except FileNotFoundError:
-            continue
-    return children
+    return readiness.children(master)
 
 
 def _memory_stat(app: str) -> str:
@@ -114,46 +113,17 @@ class Cgroup:
         return ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float = 10) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
-
-
 def _healthy(app: str, timeout: float = 10) -> bool:
-    connection = _UnixConnection(SOCKET.format(app=app), timeout)
-    try:
-        connection.request("GET", "/healthz", headers={"Host": "localhost"})
-        return connection.getresponse().status == 200
-    except OSError:
-        return False
-    finally:
-        connection.close()
+    return readiness.health(SOCKET.format(app=app), "/healthz", timeout)[0] == 200
 
 
 def _reload_and_wait(app: str, expected: int) -> dict:
-    """systemctl reload, then wait for a whole new generation of ``expected`` workers."""
-    master = _main_pid(app)
-    old = _workers(master)
-    start = time.monotonic()
-    subprocess.run(["systemctl", "reload", f"{app}.service"], check=True)
-    while True:
-        current = _workers(master)
-        if not current & old and len(current) == expected and _healthy(app):
-            break
-        if time.monotonic() - start > READY_TIMEOUT_S:
-            raise SystemExit(
-                f"{app}: not ready {READY_TIMEOUT_S:.0f}s after HUP: workers {sorted(current)}, old {sorted(old)}"
-            )
-        time.sleep(0.01)
-    if _main_pid(app) != master:
-        raise SystemExit(f"{app}: the master changed during the reload (it was restarted)")
-    return {"seconds": round(time.monotonic() - start, 3), "workers": len(current), "master": master}
+    """systemctl reload, then wait for a whole new generation of ``expected`` workers under the same master."""
+    try:
+        ready = readiness.reload_and_wait(f"{app}.service", SOCKET.format(app=app), READY_TIMEOUT_S, workers=expected)
+    except readiness.NotReady as error:
+        raise SystemExit(f"{app}: {error}") from None
+    return {"seconds": ready["seconds"], "workers": len(ready["workers"]), "master": ready["master"]}
 
 
 def _py(value) -> str:

@@ -32,6 +32,9 @@ option ``--confcutdir=<collection root>/molecule``.
     (``make molecule`` prints that file after each scenario: molecule wraps its own output at the
     terminal's width).
 
+``wait_ready``
+    The app ready by the collection's own readiness check (the module ``flaskops.stack.gunicorn_ready``).
+
 ``check_run_changes_nothing``
     The scenario's converge playbook in ``--check --diff`` on the converged instance: 0 changed, 0 failed.
 
@@ -285,6 +288,15 @@ def children(host: Any, pid: str) -> set[str]:
     return set(host.check_output("pgrep -P %s", pid).split())
 
 
+def wait_ready(host: Any, app: str, **expect: Any) -> dict[str, Any]:
+    """Wait until ``app`` is ready by the collection's own check, the module flaskops.stack.gunicorn_ready
+    (``expect``: its options ``workers``, ``release``, ``timeout``, ...); return its result."""
+    args = {"service": f"{app}.service", "socket": f"/run/flaskops/{app}.sock", "timeout": 60, **expect}
+    return host.ansible(
+        "flaskops.stack.gunicorn_ready", " ".join(f"{key}={value}" for key, value in args.items()), check=False
+    )
+
+
 def live_release(host: Any, app: str) -> str:
     """The release id ``/srv/<app>/current`` points at."""
     return host.file(f"/srv/{app}/current").linked_to.rsplit("/", 1)[1]
@@ -299,11 +311,12 @@ def served_releases(host: Any, server_name: str, count: int = 5) -> set[str]:
     return seen
 
 
-def run_with_apps(playbook: str, apps: list[dict[str, Any]], directory: Path, name: str) -> Any:
-    """``playbook`` with ``flask_stack_apps`` = ``apps`` (an extra-vars file ``<directory>/<name>.json``)."""
+def run_with_apps(playbook: str, apps: list[dict[str, Any]], directory: Path, name: str, *args: str) -> Any:
+    """``playbook`` with ``flask_stack_apps`` = ``apps`` (an extra-vars file ``<directory>/<name>.json``) and
+    ``args``."""
     extra = directory / f"{name}.json"
     extra.write_text(json.dumps({"flask_stack_apps": apps}), encoding="utf-8")
-    return run_playbook(playbook, "-e", f"@{extra}")
+    return run_playbook(playbook, "-e", f"@{extra}", *args)
 
 
 def copy_source(source: str, target: Path) -> Path:

@@ -61,7 +61,7 @@ def test_masters_run_the_planned_workers(host, apps, plans):
 def test_gunicorn_conf_holds_the_plan(host, apps, plans):
     for app in apps:
         script = (
-            "import json, runpy; ns = runpy.run_path('/etc/flaskops/%s/gunicorn.conf.py'); "
+            "import json, runpy; ns = runpy.run_path('/srv/%s/current/gunicorn.conf.py'); "
             "print(json.dumps({k: ns.get(k) for k in %r}))" % (app["name"], GUNICORN_SETTINGS)
         )
         conf = json.loads(host.check_output("/srv/%s/current/venv/bin/python -c %s", app["name"], script))

@@ -1,16 +1,24 @@
-"""Configuration reloads, a rolling reload and code deploys under load drop no request.
+"""Configuration reloads, a rolling reload, code deploys and rollbacks under load drop no request.
 
 While loadgen keeps GET /io, GET /cpu and POST /echo (body checked) flowing through nginx from the
 controller, the test changes the app's configuration five times through playbooks/site.yml (the
-environment each time, gunicorn.conf.py every other time), runs playbooks/reload.yml once and deploys
-new code twice; the scenario's low max_requests recycles workers all along. Every failed request
-counts: a non-2xx status, a wrong echo body, a reset, a refused or timed-out connection. The load is
-capped at 100 requests/s: continuous, and leaving the two cores room to run the plays.
+environment each time, gunicorn.conf.py every other time: each a new release), runs playbooks/reload.yml
+once and deploys new code twice; the scenario's low max_requests recycles workers all along. Then, under
+a new load, playbooks/rollback.yml goes back to the release before the live one, forward again, and
+refuses a release that is no longer installed. Every failed request counts: a non-2xx status, a wrong
+echo body, a reset, a refused or timed-out connection. The load is capped at 100 requests/s: continuous,
+and leaving the two cores room to run the plays.
+
+The scenario's playbooks (converge and every play of this test) run from the collection's built tarball,
+installed into an empty collections path by `make molecule` (molecule.yml sets ANSIBLE_COLLECTIONS_PATH).
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import os
+import subprocess
 import time
 
 from conftest import (
@@ -69,6 +77,9 @@ def test_reloads_and_deploys_under_load_drop_nothing(host, apps, nginx_url, tmp_
             before = children(host, master)
             apply(converge, app, tmp_path, f"reload{number}")
             reloads += 1
+            # A new configuration or environment is a new release of the same build.
+            releases.append(live_release(host, APP))
+            assert releases[-1] not in releases[:-1], releases
             # The play returned only once every old worker had gone and the new ones answered.
             assert before.isdisjoint(children(host, master)), number
             assert unit_property(host, SERVICE, "MainPID") == master
@@ -77,6 +88,7 @@ def test_reloads_and_deploys_under_load_drop_nothing(host, apps, nginx_url, tmp_
 
         apply("flaskops.stack.reload", app, tmp_path, "rolling")
         reloads += 1
+        assert live_release(host, APP) == releases[-1]
 
         for number in range(1, DEPLOYS + 1):
             source = copy_source(app["source"]["path"], tmp_path / f"source{number}")
@@ -103,3 +115,53 @@ def test_reloads_and_deploys_under_load_drop_nothing(host, apps, nginx_url, tmp_
     assert recycled > 0, "max_requests never recycled a worker"
     assert (unit_property(host, SERVICE, "MainPID"), unit_property(host, SERVICE, "NRestarts")) == (master, restarts)
     assert first_workers.isdisjoint(children(host, master))
+
+
+def test_rollback_and_forward_under_load_drop_nothing(host, apps, nginx_url, tmp_path, report):
+    app = apps[0]
+    master = unit_property(host, SERVICE, "MainPID")
+    live = live_release(host, APP)
+    before = host.file(f"/srv/{APP}/previous").linked_to.rsplit("/", 1)[1]
+    installed = set(host.check_output("ls /srv/%s/releases", APP).split())
+    since = host.check_output("date +%s")
+    load = Load(
+        nginx_url, "--connections", "16", "--rate", "100", "--mix", "io=2,cpu=1,echo=1", "--host-header", "localhost",
+    )  # fmt: skip
+    with load:
+        apply("flaskops.stack.rollback", app, tmp_path, "back")
+        assert live_release(host, APP) == before
+        assert served_releases(host, "localhost") == {before}
+        # The release it left is the previous one now: the same playbook goes forward again.
+        apply("flaskops.stack.rollback", app, tmp_path, "forward")
+        assert live_release(host, APP) == live
+        assert served_releases(host, "localhost") == {live}
+        # A release that is not installed (any more) is refused, and nothing changes.
+        gone = run_with_apps(
+            "flaskops.stack.rollback", [app], tmp_path, "gone", "-e", "flask_stack_rollback_release=gone-0"
+        )
+        assert gone.returncode != 0
+        output = " ".join((gone.stdout + gone.stderr).split())
+        assert "release 'gone-0' is not a complete release" in output, output[-3000:]
+        assert all(release in output for release in installed), (installed, output[-3000:])
+        assert live_release(host, APP) == live
+        time.sleep(3)
+    result = load.result
+    report(f"LOAD RESULT scenario=reload case=rollback sent={result.get('sent')} failed={result.get('failed')}")
+    assert result["sent"] > 0 and result["failed"] == 0, failures_text(result)
+    assert unit_property(host, SERVICE, "MainPID") == master
+    assert journal_count(host, since, "Handling signal: hup") == 2, "one HUP back, one forward, none for the refusal"
+
+
+def test_playbooks_run_from_the_built_tarball():
+    # What Ansible resolves flaskops.stack to (the first collections path holding it) is the tarball that
+    # `make installed` built and installed: ansible-galaxy writes MANIFEST.json, the work tree has none.
+    shown = subprocess.run(
+        ["ansible-doc", "-t", "module", "flaskops.stack.gunicorn_ready", "--json"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    module = json.loads(shown.stdout)["flaskops.stack.gunicorn_ready"]["doc"]["filename"]
+    installed = os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], ".build", "installed")
+    root = os.path.join(installed, "ansible_collections", "flaskops", "stack")
+    assert module == os.path.join(root, "plugins", "modules", "gunicorn_ready.py"), module
+    assert os.path.isfile(os.path.join(root, "MANIFEST.json")), root
+    assert not os.path.islink(root), root

@@ -28,6 +28,7 @@ from conftest import (
     run_with_apps,
     served_releases,
     unit_property,
+    wait_ready,
 )
 
 JOURNAL_UNITS = ["demo.service", "demo.socket", "nginx.service"]
@@ -41,8 +42,9 @@ HEALTHZ_BROKEN = 'return jsonify(status="broken", release=release_id(), pid=os.g
 
 
 def live_files(host):
-    """Checksums of what is live: gunicorn.conf.py, the environment file, nginx's whole configuration."""
-    files = host.check_output("sha256sum /etc/flaskops/demo/gunicorn.conf.py /etc/flaskops/demo/env")
+    """Checksums of what is live: the live release's gunicorn.conf.py and environment file, nginx's whole
+    configuration."""
+    files = host.check_output("sha256sum /srv/demo/current/gunicorn.conf.py /srv/demo/current/env")
     return files, hashlib.sha256(host.check_output("nginx -T 2>/dev/null").encode()).hexdigest()
 
 
@@ -54,8 +56,10 @@ def wait_for(what, predicate, timeout=60.0):
 
 
 def back_to_plan(host, master, plan):
-    """The master runs the planned number of workers again."""
-    wait_for("the planned workers run", lambda: len(children(host, master)) == plan["workers"])
+    """The master runs the planned number of workers again and the app answers (the collection's readiness
+    check), under the same master."""
+    ready = wait_ready(host, APP, workers=plan["workers"])
+    assert str(ready["master"]) == master, (ready, master)
 
 
 def settled_failures(load):
@@ -140,7 +144,7 @@ def test_release_that_does_not_import_never_goes_live(host, app, state, nginx_ur
         output = apply_failing(broken, tmp_path, "import")
     result = load.result
     case("import_failure", result)
-    assert "did not go live" in output and "failed to validate" in output, output[-4000:]
+    assert "did not go live" in output and "Check gunicorn.conf.py against the release's code" in output, output[-4000:]
     assert "ImportError: a broken release" in output and "nothing live was changed" in output, output[-4000:]
     assert result["sent"] > 0 and result["failed"] == 0, failures_text(result)
     assert live_release(host, APP) == state["release"]
