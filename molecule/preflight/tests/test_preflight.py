@@ -21,7 +21,7 @@ JOURNAL_UNITS: list[str] = []
 SNAPSHOT = (
     "dpkg-query -W -f '${Package} ${Version} ${Status}\\n' | sort; getent passwd | sort; getent group | sort; "
     "systemctl list-unit-files --no-legend --no-pager | sort; "
-    "ls -laR /srv /etc/flaskops /etc/nginx /etc/systemd/system /run/flaskops 2>&1 | grep -v '^total'"
+    "ls -laR /srv /etc/nginx /etc/systemd/system /run/flaskops 2>&1 | grep -v '^total'"
 )
 
 
