@@ -2,7 +2,7 @@
 
 The harness (bench.py) pipes this file into ``podman exec -i <host> python3 - <command> ...``; it needs
 nothing but the standard library and the collection's readiness check, ``plugins/module_utils/readiness.py``,
-which bench.py copies into the host (READINESS_DIR) when it creates it: the benchmark waits for a reload
+which bench.py copies into the host (READINESS_DIR) when it creates or reuses it: the benchmark waits for a reload
 exactly as the roles do. Commands, each printing one JSON object:
 
 ``apply <app> <settings-json>``
