@@ -1,6 +1,6 @@
 # Copyright: (c) 2026, flaskops.stack contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Regenerate the generated parts of README.md from the code, and check roles.
+"""Regenerate the generated parts of README.md and the roles' READMEs from the code, and check roles.
 
 No ecosystem tool renders tables of a filter's *results* or README variable
 tables from role argument specs, so this script does:
@@ -9,12 +9,15 @@ tables from role argument specs, so this script does:
   profiles and writes the table and worked example;
 * ``workload``: the options of the ``gunicorn_tuning`` filter from its
   DOCUMENTATION, which tests/unit/plugins/filter checks against the model;
-* ``vars-<role>``: one table per role from ``meta/argument_specs.yml``;
+* ``vars-<role>``: each role's variable table in ``roles/<role>/README.md``, from
+  its ``meta/argument_specs.yml`` (aar-doc, the maintained generator, was tried:
+  it repeats a spec shared by several entry points once per entry point and
+  writes anchor links that do not resolve);
 * it fails when a role's ``meta/argument_specs.yml`` and ``defaults/main.yml``
   drift apart (a key in one and not the other, or different default values).
 
 Sections sit between ``<!-- BEGIN GENERATED name ... -->`` and
-``<!-- END GENERATED name -->``. ``--check`` fails (exit 1) when README.md is
+``<!-- END GENERATED name -->``. ``--check`` fails (exit 1) when a file is
 out of date or a role's specs drift; ``make lint`` runs it.
 """
 
@@ -156,45 +159,51 @@ def workload_table():
     return "\n".join(rows)
 
 
-SECTIONS = {"plans": plans_table, "example": worked_example, "workload": workload_table}
-SECTIONS.update({"vars-%s" % role: (lambda r=role: vars_table(r)) for role in ROLES})
+# Each file and the generated sections it holds.
+FILES = {README: {"plans": plans_table, "example": worked_example, "workload": workload_table}}
+FILES.update(
+    {ROOT / "roles" / role / "README.md": {"vars-%s" % role: (lambda r=role: vars_table(r))} for role in ROLES}
+)
 
 
-def render(text):
-    for name, build in SECTIONS.items():
+def render(path, text):
+    for name, build in FILES[path].items():
         pattern = re.compile(
             r"(<!-- BEGIN GENERATED %s[^\n]*-->\n)(?:.*?\n)?(<!-- END GENERATED %s -->)" % (name, name), re.S
         )
         if not pattern.search(text):
-            raise SystemExit("README.md has no GENERATED %s markers" % name)
+            raise SystemExit("%s has no GENERATED %s markers" % (path.relative_to(ROOT), name))
         text = pattern.sub(lambda m, b=build: m.group(1) + b() + "\n" + m.group(2), text)
     return text
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if README.md is not up to date")
+    parser.add_argument("--check", action="store_true", help="fail if a generated file is not up to date")
     args = parser.parse_args()
     drift = [problem for role in ROLES for problem in spec_drift(role)]
     for problem in drift:
         print("argument specs drift: " + problem, file=sys.stderr)
     if drift:
         return 1
-    current = README.read_text(encoding="utf-8")
-    wanted = render(current)
-    if args.check:
-        if current != wanted:
+    stale = []
+    for path in FILES:
+        current = path.read_text(encoding="utf-8")
+        wanted = render(path, current)
+        if current == wanted:
+            continue
+        name = str(path.relative_to(ROOT))
+        if args.check:
             sys.stdout.writelines(
-                difflib.unified_diff(
-                    current.splitlines(True), wanted.splitlines(True), "README.md", "README.md (generated)"
-                )
+                difflib.unified_diff(current.splitlines(True), wanted.splitlines(True), name, name + " (generated)")
             )
-            print("README.md is out of date: run `make docs`", file=sys.stderr)
-            return 1
-        return 0
-    if current != wanted:
-        README.write_text(wanted, encoding="utf-8")
-        print("README.md updated")
+            stale.append(name)
+        else:
+            path.write_text(wanted, encoding="utf-8")
+            print(name + " updated")
+    if stale:
+        print("%s out of date: run `make docs`" % ", ".join(stale), file=sys.stderr)
+        return 1
     return 0
 
 

@@ -54,6 +54,8 @@ CASES = {
         ],
         ["demo", "shop", "socket", "/run/flaskops/shared.sock"],
     ),
+    "static_url without a trailing slash": ([demo_app(static_url="/assets")], ["'demo'", "static_url", "/assets"]),
+    "settings that the stack owns": ([demo_app(settings={"chdir": "/srv"})], ["'demo'", "settings.chdir"]),
     "two apps on one server name": (
         [demo_app(), demo_app(name="shop")],
         ["demo", "shop", "server_name", "localhost"],

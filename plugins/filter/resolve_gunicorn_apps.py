@@ -1,0 +1,69 @@
+# Copyright: (c) 2026, flaskops.stack contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: resolve_gunicorn_apps
+short_description: Check the gunicorn role's apps and resolve each into a complete record with its plan
+version_added: 1.0.0
+author: flaskops.stack contributors
+description:
+  - The one place where the P(flaskops.stack.gunicorn#role)'s apps are checked and completed; the role's preflight
+    calls it once and its tasks and templates read the records.
+  - Applies the defaults of the role's argument spec to every key of every app, and checks what the spec cannot
+    express (the name and C(wsgi) patterns, exactly one of C(source.path) and C(source.pip), the source directory
+    on the controller, the release id, C(health_path), settings the stack owns, unique names and sockets).
+  - Plans each app with P(flaskops.stack.gunicorn_tuning#filter) from the host's facts and its C(workload).
+  - Bad input fails with a message naming the app, the field and the value.
+positional: _input, facts, settings
+options:
+  _input:
+    description: The apps, C(gunicorn_apps) (see the role's argument spec for the keys of an app).
+    type: list
+    elements: dict
+    required: true
+  facts:
+    description: The host's facts (C(ansible_facts)), as for P(flaskops.stack.gunicorn_tuning#filter).
+    type: dict
+    required: true
+  settings:
+    description:
+      - The role-wide values, each the C(gunicorn_) variable of the same name without its prefix - C(base_dir)
+        (an app's home is C(<base_dir>/<name>)), C(socket_dir) (where an app's socket is unless it sets C(socket)),
+        C(health_retries) and C(health_delay).
+    type: dict
+    required: true
+"""
+
+EXAMPLES = r"""
+- name: Resolve the apps as the gunicorn role does
+  ansible.builtin.set_fact:
+    apps: >-
+      {{ gunicorn_apps | flaskops.stack.resolve_gunicorn_apps(ansible_facts, {'base_dir': '/srv',
+         'socket_dir': '/run/flaskops', 'health_retries': 30, 'health_delay': 1}) }}
+"""
+
+RETURN = r"""
+_value:
+  description: One record per app, in order; the app's keys with every default applied, and the keys below.
+  type: list
+  elements: dict
+  contains:
+    user: {description: The user and group the app runs as., type: str}
+    home: {description: The app's directory (builds, releases, C(current), C(previous))., type: str}
+    socket: {description: The app's listening unix socket., type: str}
+    static_dir: {description: The absolute directory of its static files, or V(null)., type: str}
+    plan: {description: The app's plan from P(flaskops.stack.gunicorn_tuning#filter)., type: dict}
+    preload: {description: Whether C(settings.preload_app) is on (a new release then needs a restart)., type: bool}
+    ready_timeout: {description: Seconds the readiness check waits after a start or reload., type: int}
+"""
+
+from ansible_collections.flaskops.stack.plugins.plugin_utils.resolver import as_filter, resolve_gunicorn_apps
+
+
+class FilterModule:
+    """flaskops.stack: the gunicorn role's resolved apps."""
+
+    def filters(self):
+        return {"resolve_gunicorn_apps": as_filter(resolve_gunicorn_apps)}

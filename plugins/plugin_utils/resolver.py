@@ -1,0 +1,413 @@
+# Copyright: (c) 2026, flaskops.stack contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Turn the roles' input and the host's facts into complete, checked records (controller side).
+
+Every default is applied here and every check that the roles' argument specs cannot express
+(patterns, pairs, uniqueness, the sizing model's rules) is made here, once. Errors name the
+input, the app or site, the field and the value. The roles' tasks and templates read the
+records and derive nothing themselves. The keys and defaults of an app or a site come from the
+roles' ``meta/argument_specs.yml``, the one place they are written.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from functools import cache, wraps
+
+import yaml
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.flaskops.stack.plugins.module_utils.tuning import TuningError, gunicorn_plan, nginx_plan
+
+# plugins/plugin_utils/resolver.py -> the collection's roles/ (the same in a source tree and in
+# an installed collection).
+_ROLES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "roles")
+
+_APP_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
+_WSGI = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*(\(.*\))?\Z")
+_RELEASE_ID = re.compile(r"[A-Za-z0-9._-]+\Z")
+_SITE_NAME = re.compile(r"[a-z][a-z0-9_-]*\Z")
+_STATIC_URL = re.compile(r"/(.*/)?\Z")
+_HEADER_NAME = re.compile(r"[A-Za-z0-9-]+\Z")
+_UNSAFE_HEADER_VALUE = re.compile(r'["\n\\]')
+
+# gunicorn settings the stack owns: the socket comes from systemd, and a chdir would take the
+# master into one release for good (a later cleanup removes it, and the next reload kills it).
+_OWNED_SETTINGS = {
+    "bind": "the listening socket is systemd's <app>.socket; set 'socket' instead",
+    "chdir": "the app runs from its release; a fixed directory would outlive the release it names",
+}
+# The role-wide values each resolver takes (the role's variables without their prefix).
+GUNICORN_SETTINGS = ("base_dir", "socket_dir", "health_retries", "health_delay")
+NGINX_SETTINGS = (
+    "listen_port",
+    "listen_tls_port",
+    "client_max_body_size",
+    "static_expires",
+    "rate_limit",
+    "rate_limit_burst",
+    "content_security_policy",
+    "security_headers",
+    "hsts_max_age",
+    "hsts_include_subdomains",
+    "upstream_defaults",
+    "extra_connections",
+    "max_nofile",
+    "worker_processes",
+    "worker_connections",
+)
+# Fields of a flask_stack_apps item that the stack sets on the nginx site itself.
+_STACK_SITE_FIELDS = ("name", "upstream_socket", "plan", "static_dir")
+
+
+class ResolveError(ValueError):
+    """Bad input; the message names the variable, the app or site, the field and the value."""
+
+
+def as_filter(func):
+    """``func`` with ResolveError raised as AnsibleFilterError (the filters' interface)."""
+
+    @wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except ResolveError as exc:
+            raise AnsibleFilterError(str(exc)) from None
+
+    return wrapper
+
+
+@cache
+def role_options(role, variable):
+    """The options of one item of ``variable`` (a list of dicts) in ``role``'s argument spec."""
+    with open(os.path.join(_ROLES_DIR, role, "meta", "argument_specs.yml"), encoding="utf-8") as spec:
+        return yaml.safe_load(spec)["argument_specs"]["main"]["options"][variable]["options"]
+
+
+def _settings(name, settings, keys):
+    """``settings`` after checking that it is a dict with ``keys``."""
+    missing = [key for key in keys if not isinstance(settings, Mapping) or key not in settings]
+    if missing:
+        raise ResolveError(
+            "%s: settings must be a dict with %s; missing %s" % (name, ", ".join(keys), ", ".join(missing))
+        )
+    return settings
+
+
+def _given(item, key):
+    """``item[key]``, or None when it is missing, null or an empty string."""
+    value = item.get(key)
+    return None if value is None or value == "" else value
+
+
+def _with_defaults(item, options):
+    """``item`` with the argument spec's default for every key it leaves out (or sets to null)."""
+    record = {key: option.get("default") for key, option in options.items()}
+    record.update({key: value for key, value in item.items() if value is not None})
+    return record
+
+
+def _label(variable, kind, item, index):
+    name = item.get("name") if isinstance(item, Mapping) else None
+    return "%s: %s %s" % (variable, kind, repr(str(name)) if isinstance(name, str) else "#%d" % index)
+
+
+def _items(variable, value):
+    if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
+        raise ResolveError("%s: must be a list of dicts, got %r" % (variable, value))
+    for index, item in enumerate(value):
+        if not isinstance(item, Mapping):
+            raise ResolveError("%s: item #%d must be a dict, got %r" % (variable, index, item))
+    return value
+
+
+def _unique(variable, what, records, key):
+    """Fail when two records share ``record[key]`` (a scalar or a list of scalars)."""
+    owners = {}
+    for record in records:
+        values = record[key] if isinstance(record[key], list) else [record[key]]
+        for value in values:
+            owners.setdefault(value, []).append(record["name"])
+    for value, names in owners.items():
+        if len(names) > 1:
+            raise ResolveError(
+                "%s: %s share the %s %r; each %s must be unique"
+                % (variable, " and ".join(repr(n) for n in names), what, value, what)
+            )
+
+
+# --- flask_stack_apps (playbooks) ---------------------------------------------------------
+
+
+def _stack_fields():
+    gunicorn = role_options("gunicorn", "gunicorn_apps")
+    nginx = {k: v for k, v in role_options("nginx", "nginx_sites").items() if k not in _STACK_SITE_FIELDS}
+    return gunicorn, nginx
+
+
+def _check_stack_keys(apps):
+    """Fail unless every flask_stack_apps item has the required keys and only known ones."""
+    gunicorn, nginx = _stack_fields()
+    required = [k for k, o in list(gunicorn.items()) + list(nginx.items()) if o.get("required")]
+    known = sorted(set(gunicorn) | set(nginx))
+    for index, app in enumerate(_items("flask_stack_apps", apps)):
+        label = _label("flask_stack_apps", "app", app, index)
+        missing = [k for k in required if k not in app]
+        if missing:
+            raise ResolveError("%s: missing %s" % (label, ", ".join(missing)))
+        unknown = sorted(k for k in app if k not in known)
+        if unknown:
+            raise ResolveError("%s: unknown keys %s (known: %s)" % (label, ", ".join(unknown), ", ".join(known)))
+    return gunicorn, nginx
+
+
+def stack_gunicorn_apps(apps):
+    """The gunicorn role's part of each flask_stack_apps item."""
+    gunicorn, _nginx = _check_stack_keys(apps)
+    return [{k: v for k, v in app.items() if k in gunicorn} for app in apps]
+
+
+def stack_nginx_sites(apps, gunicorn_records):
+    """Each flask_stack_apps item's nginx site, with the socket, plan and static directory of its app."""
+    _gunicorn, nginx = _check_stack_keys(apps)
+    by_name = {record["name"]: record for record in gunicorn_records}
+    sites = []
+    for app in apps:
+        record = by_name.get(app.get("name"))
+        if record is None:
+            raise ResolveError("flask_stack_apps: app %r has no resolved gunicorn app" % app.get("name"))
+        site = {k: v for k, v in app.items() if k in nginx}
+        site.update(name=record["name"], upstream_socket=record["socket"], plan=record["plan"])
+        if record["static_dir"] is not None:
+            site["static_dir"] = record["static_dir"]
+        sites.append(site)
+    return sites
+
+
+# --- gunicorn_apps ------------------------------------------------------------------------
+
+
+def _check_app(label, app):
+    name, wsgi, release = app["name"], app["wsgi"], app["release"]
+    if not (isinstance(name, str) and _APP_NAME.match(name)):
+        raise ResolveError("%s: 'name' must match [a-z][a-z0-9_]*, got %r" % (label, name))
+    if not (isinstance(wsgi, str) and _WSGI.match(wsgi)):
+        raise ResolveError("%s: 'wsgi' must be 'module:callable', got %r" % (label, wsgi))
+    source = app["source"] if isinstance(app["source"], Mapping) else {}
+    given = [key for key in ("path", "pip") if _given(source, key) is not None]
+    if len(given) != 1:
+        raise ResolveError("%s: 'source' needs exactly one of path and pip, got %r" % (label, app["source"]))
+    if given == ["path"] and not os.path.isdir(source["path"]):
+        raise ResolveError("%s: 'source.path' %r is not a directory on the controller" % (label, source["path"]))
+    if release is not None and not (isinstance(release, str) and _RELEASE_ID.match(release)):
+        raise ResolveError("%s: 'release' must match [A-Za-z0-9._-]+, got %r" % (label, release))
+    if not (isinstance(app["health_path"], str) and app["health_path"].startswith("/")):
+        raise ResolveError("%s: 'health_path' must start with /, got %r" % (label, app["health_path"]))
+    for key, why in _OWNED_SETTINGS.items():
+        if key in app["settings"]:
+            raise ResolveError("%s: 'settings.%s' cannot be set: %s" % (label, key, why))
+
+
+def resolve_gunicorn_apps(apps, facts, settings):
+    """The gunicorn role's record of each app: its input with every default, its names and its plan.
+
+    ``settings`` holds the role-wide values (base_dir, socket_dir, health_retries, health_delay:
+    the gunicorn_* variables without their prefix).
+    """
+    _settings("resolve_gunicorn_apps", settings, GUNICORN_SETTINGS)
+    base_dir, socket_dir = settings["base_dir"].rstrip("/"), settings["socket_dir"].rstrip("/")
+    retries, delay = int(settings["health_retries"]), int(settings["health_delay"])
+    options = role_options("gunicorn", "gunicorn_apps")
+    records = []
+    for index, item in enumerate(_items("gunicorn_apps", apps)):
+        label = _label("gunicorn_apps", "app", item, index)
+        app = _with_defaults(item, options)
+        app["health_path"] = _given(item, "health_path") or options["health_path"]["default"]
+        _check_app(label, app)
+        try:
+            plan = gunicorn_plan(facts, **app["workload"])
+        except TuningError as exc:
+            raise ResolveError("%s: workload: %s" % (label, exc)) from None
+        home = "%s/%s" % (base_dir, app["name"])
+        static_dir = _given(item, "static_dir")
+        if static_dir is not None and not static_dir.startswith("/"):
+            # Relative: a directory of the live release's source copy.
+            static_dir = "%s/current/src/%s" % (home, static_dir)
+        app.update(
+            source={"path": _given(app["source"], "path"), "pip": _given(app["source"], "pip")},
+            user=_given(item, "user") or app["name"],
+            home=home,
+            socket=_given(item, "socket") or "%s/%s.sock" % (socket_dir, app["name"]),
+            static_dir=static_dir,
+            plan=plan,
+            # preload_app imports the app in the master, which a reload keeps: another release
+            # needs a restart.
+            preload=bool(app["settings"].get("preload_app", False)),
+            # What flaskops.stack.gunicorn_ready waits: the health checks, plus the graceful timeout
+            # within which a reload retires the old workers.
+            ready_timeout=plan["graceful_timeout"] + retries * delay,
+        )
+        records.append(app)
+    _unique("gunicorn_apps", "name", records, "name")
+    _unique("gunicorn_apps", "socket", records, "socket")
+    return records
+
+
+# --- nginx_sites --------------------------------------------------------------------------
+
+
+def _whole(label, field, value, minimum=0):
+    if isinstance(value, bool) or not re.match(r"[0-9]+\Z", str(value)) or int(value) < minimum:
+        raise ResolveError("%s: '%s' must be a whole number of at least %d, got %r" % (label, field, minimum, value))
+    return int(value)
+
+
+def _header_value(label, field, value):
+    if not isinstance(value, (str, int, float)) or _UNSAFE_HEADER_VALUE.search(str(value)):
+        raise ResolveError(
+            "%s: '%s' must be a string without double quotes, backslashes or line breaks, got %r"
+            % (label, field, value)
+        )
+    return str(value)
+
+
+def _headers(security_headers, csp):
+    """Response headers of every site (the role-wide ones and a Content-Security-Policy), checked."""
+    if not isinstance(security_headers, Mapping):
+        raise ResolveError("nginx_security_headers: must map header names to values, got %r" % security_headers)
+    headers = []
+    for name, value in security_headers.items():
+        if not _HEADER_NAME.match(str(name)):
+            raise ResolveError("nginx_security_headers: %r is not a header name ([A-Za-z0-9-]+)" % name)
+        headers.append({"key": str(name), "value": _header_value("nginx_security_headers", name, value)})
+    if csp:
+        headers.append({"key": "Content-Security-Policy", "value": csp})
+    return headers
+
+
+def _site(label, item, options, settings):
+    site = _with_defaults(item, options)
+    names = [site["server_name"]] if isinstance(site["server_name"], str) else site["server_name"]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        raise ResolveError(
+            "%s: 'server_name' must be a name or a non-empty list of non-empty names, got %r"
+            % (label, site["server_name"])
+        )
+    if not (isinstance(site["upstream_socket"], str) and site["upstream_socket"].startswith("/")):
+        raise ResolveError(
+            "%s: 'upstream_socket' must be the absolute path of gunicorn's unix socket, got %r"
+            % (label, site["upstream_socket"])
+        )
+    if (_given(item, "tls_certificate") is None) != (_given(item, "tls_certificate_key") is None):
+        raise ResolveError("%s: set 'tls_certificate' and 'tls_certificate_key' together (both or neither)" % label)
+    static_dir = _given(item, "static_dir")
+    if static_dir is not None and not static_dir.startswith("/"):
+        raise ResolveError("%s: 'static_dir' must be an absolute path, got %r" % (label, static_dir))
+    static_url = _given(item, "static_url") or "/static/"
+    if not _STATIC_URL.match(static_url):
+        raise ResolveError("%s: 'static_url' must start and end with '/', e.g. /static/, got %r" % (label, static_url))
+    plan = site["plan"]
+    if plan is not None and not isinstance(plan.get("nginx") if isinstance(plan, Mapping) else None, Mapping):
+        raise ResolveError("%s: 'plan' must be a flaskops.stack.gunicorn_tuning plan (it has no 'nginx' dict)" % label)
+    rate = settings["rate_limit"] if site["rate_limit"] is None else site["rate_limit"]
+    rate = _whole(label, "rate_limit", rate)
+    burst = settings["rate_limit_burst"] if site["rate_limit_burst"] is None else site["rate_limit_burst"]
+    burst = rate if burst is None else _whole(label, "rate_limit_burst", burst)
+    csp = site["content_security_policy"]
+    csp = settings["content_security_policy"] if csp is None else csp
+    if csp is not None:
+        csp = _header_value(label, "content_security_policy", csp)
+    tls = _given(item, "tls_certificate") is not None
+    redirect_headers = _headers(settings["security_headers"], csp)
+    headers = list(redirect_headers)
+    if tls and int(settings["hsts_max_age"]) > 0:
+        subdomains = "; includeSubDomains" if settings["hsts_include_subdomains"] else ""
+        hsts = "max-age=%d%s" % (int(settings["hsts_max_age"]), subdomains)
+        headers.append({"key": "Strict-Transport-Security", "value": hsts})
+    site.update(
+        server_name=list(dict.fromkeys(names)),
+        listen_port=int(_given(item, "listen_port") or settings["listen_port"]),
+        listen_tls_port=int(_given(item, "listen_tls_port") or settings["listen_tls_port"]),
+        tls=tls,
+        static_dir=static_dir.rstrip("/") if static_dir else None,
+        static_url=static_url,
+        static_expires=_given(item, "static_expires") or settings["static_expires"],
+        client_max_body_size=_given(item, "client_max_body_size") or settings["client_max_body_size"],
+        rate_limit=rate,
+        rate_limit_burst=burst,
+        upstream=dict(settings["upstream_defaults"], **(plan["nginx"] if plan is not None else {})),
+        headers=headers,
+        redirect_headers=redirect_headers,
+    )
+    return site
+
+
+def _clashes(sites):
+    """Fail when two sites answer the same server name on the same port."""
+    owners = {}
+    for site in sites:
+        ports = [site["listen_port"]] + ([site["listen_tls_port"]] if site["tls"] else [])
+        for name in site["server_name"]:
+            for port in dict.fromkeys(ports):
+                owners.setdefault("%s:%d" % (name.lower(), port), []).append(site["name"])
+    clashes = [
+        "%s is claimed by sites %s" % (key, " and ".join(names)) for key, names in owners.items() if len(set(names)) > 1
+    ]
+    if clashes:
+        raise ResolveError(
+            "nginx_sites: %s. Change 'server_name' or 'listen_port' so that each name and port pair belongs to one site"
+            % "; ".join(clashes)
+        )
+
+
+def resolve_nginx_sites(sites, facts, settings):
+    """The nginx role's records: each site with every default applied, the catch-all's ports, the sizing.
+
+    ``settings`` holds the role-wide values (the nginx_* variables without their prefix).
+    """
+    _whole("nginx", "nginx_rate_limit", settings["rate_limit"])
+    if settings["rate_limit_burst"] is not None:
+        _whole("nginx", "nginx_rate_limit_burst", settings["rate_limit_burst"])
+    _settings("resolve_nginx_sites", settings, NGINX_SETTINGS)
+    csp = settings["content_security_policy"]
+    default_server_headers = _headers(
+        settings["security_headers"],
+        None if csp is None else _header_value("nginx", "nginx_content_security_policy", csp),
+    )
+    options = role_options("nginx", "nginx_sites")
+    records = []
+    for index, item in enumerate(_items("nginx_sites", sites)):
+        label = _label("nginx_sites", "site", item, index)
+        missing = [k for k, o in options.items() if o.get("required") and _given(item, k) is None]
+        if missing:
+            raise ResolveError("%s: missing %s" % (label, ", ".join(missing)))
+        if not (isinstance(item["name"], str) and _SITE_NAME.match(item["name"])):
+            raise ResolveError(
+                "%s: 'name' must match [a-z][a-z0-9_-]* (it names the site's file and upstream), got %r"
+                % (label, item["name"])
+            )
+        records.append(_site(label, item, options, settings))
+    _unique("nginx_sites", "name", records, "name")
+    _clashes(records)
+    try:
+        tuning = nginx_plan(
+            facts,
+            plans=[site["plan"] for site in records if site["plan"] is not None],
+            extra_connections=settings["extra_connections"],
+            max_nofile=settings["max_nofile"],
+            worker_processes=settings["worker_processes"],
+            worker_connections=settings["worker_connections"],
+        )
+    except TuningError as exc:
+        raise ResolveError("nginx sizing (nginx_max_nofile, nginx_worker_*): %s" % exc) from None
+    # The catch-all listens on every port a site listens on (nginx_listen_port when there are no
+    # sites); on the TLS ports it rejects handshakes for names no site has.
+    return {
+        "sites": records,
+        "default_server_ports": sorted({s["listen_port"] for s in records}) or [int(settings["listen_port"])],
+        "default_server_tls_ports": sorted({s["listen_tls_port"] for s in records if s["tls"]}),
+        "default_server_headers": default_server_headers,
+        "tuning": tuning,
+    }

@@ -1,0 +1,267 @@
+"""The resolver: every default applied once, every bad input named by app or site, field and value."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+
+from ansible_collections.flaskops.stack.plugins.plugin_utils import resolver
+from ansible_collections.flaskops.stack.plugins.plugin_utils.resolver import (
+    ResolveError,
+    resolve_gunicorn_apps,
+    resolve_nginx_sites,
+    stack_gunicorn_apps,
+    stack_nginx_sites,
+)
+
+FACTS = {"processor_vcpus": 2, "memtotal_mb": 4096}
+SOURCE = os.path.dirname(__file__)
+GUNICORN = {"base_dir": "/srv/", "socket_dir": "/run/flaskops", "health_retries": 30, "health_delay": 1}
+ROLES = os.path.join(os.path.dirname(resolver.__file__), "..", "..", "roles")
+
+
+def role_defaults(role):
+    with open(os.path.join(ROLES, role, "defaults", "main.yml"), encoding="utf-8") as defaults:
+        return yaml.safe_load(defaults)
+
+
+def nginx_settings(**changes):
+    """The nginx role's defaults as resolve_nginx_sites takes them, with ``changes``."""
+    defaults = role_defaults("nginx")
+    settings = {key: defaults["nginx_" + key] for key in resolver.NGINX_SETTINGS}
+    settings.update(changes)
+    return settings
+
+
+def app(**changes):
+    item = {"name": "shop", "wsgi": "shop:create_app()", "source": {"path": SOURCE}, "server_name": "shop.example"}
+    item.update(changes)
+    return {k: v for k, v in item.items() if v is not None}
+
+
+def gunicorn_app(**changes):
+    item = app(**changes)
+    item.pop("server_name", None)
+    return item
+
+
+def site(**changes):
+    item = {"name": "shop", "server_name": "shop.example", "upstream_socket": "/run/flaskops/shop.sock"}
+    item.update(changes)
+    return item
+
+
+def test_gunicorn_record_has_every_default_and_the_plan():
+    (record,) = resolve_gunicorn_apps([gunicorn_app(static_dir="shop/static")], FACTS, GUNICORN)
+    assert record["user"] == "shop"
+    assert record["home"] == "/srv/shop"
+    assert record["socket"] == "/run/flaskops/shop.sock"
+    assert record["static_dir"] == "/srv/shop/current/src/shop/static"
+    assert record["health_path"] == "/healthz"
+    assert record["settings"] == {} and record["env"] == {} and record["service"] == {} and record["workload"] == {}
+    assert record["memory_deny_write_execute"] is True
+    assert record["source"] == {"path": SOURCE, "pip": None}
+    assert record["plan"]["workers"] >= 1
+    assert record["ready_timeout"] == record["plan"]["graceful_timeout"] + 30
+    assert record["preload"] is False
+
+
+def test_given_values_win():
+    (record,) = resolve_gunicorn_apps(
+        [
+            gunicorn_app(
+                user="web",
+                socket="/run/shop.sock",
+                static_dir="/var/www/static",
+                health_path="",
+                settings={"preload_app": True},
+            )
+        ],
+        FACTS,
+        GUNICORN,
+    )
+    assert (record["user"], record["socket"], record["static_dir"]) == ("web", "/run/shop.sock", "/var/www/static")
+    assert record["health_path"] == "/healthz"
+    assert record["preload"] is True
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"name": "Shop"}, ["'Shop'", "'name'", "[a-z][a-z0-9_]*"]),
+        ({"wsgi": "shop"}, ["'shop'", "'wsgi'", "module:callable"]),
+        ({"source": {"path": SOURCE, "pip": "shop==1"}}, ["'shop'", "'source'", "exactly one", "shop==1"]),
+        ({"source": {}}, ["'shop'", "'source'", "exactly one"]),
+        ({"source": {"path": "/nonexistent/shop"}}, ["'shop'", "'source.path'", "/nonexistent/shop"]),
+        ({"release": "v1 final"}, ["'shop'", "'release'", "v1 final"]),
+        ({"health_path": "healthz"}, ["'shop'", "'health_path'", "'healthz'"]),
+        ({"settings": {"chdir": "/srv"}}, ["'shop'", "'settings.chdir'"]),
+        ({"settings": {"bind": "0.0.0.0:80"}}, ["'shop'", "'settings.bind'", "socket"]),
+        ({"workload": {"profile": "webscale"}}, ["'shop'", "workload", "'profile'", "webscale"]),
+        ({"workload": {"max_workers": "four"}}, ["'shop'", "workload", "'max_workers'", "four"]),
+    ],
+)
+def test_bad_app_is_named_with_its_field_and_value(changes, words):
+    with pytest.raises(ResolveError) as error:
+        resolve_gunicorn_apps([gunicorn_app(**changes)], FACTS, GUNICORN)
+    message = str(error.value)
+    assert message.startswith("gunicorn_apps: app ")
+    for word in words:
+        assert word in message, (word, message)
+
+
+def test_two_apps_on_one_socket_or_name():
+    with pytest.raises(ResolveError, match=r"'shop' and 'api' share the socket '/run/x.sock'"):
+        resolve_gunicorn_apps(
+            [gunicorn_app(socket="/run/x.sock"), gunicorn_app(name="api", socket="/run/x.sock")], FACTS, GUNICORN
+        )
+    with pytest.raises(ResolveError, match=r"'shop' and 'shop' share the name 'shop'"):
+        resolve_gunicorn_apps([gunicorn_app(), gunicorn_app(socket="/run/y.sock")], FACTS, GUNICORN)
+
+
+def test_stack_keys_are_the_argument_specs():
+    gunicorn, nginx = resolver.role_options("gunicorn", "gunicorn_apps"), resolver.role_options("nginx", "nginx_sites")
+    everything = {key: key for key in list(gunicorn) + list(nginx) if key not in ("upstream_socket", "plan")}
+    everything.update(name="shop", wsgi="shop:app", source={"path": SOURCE}, server_name="shop.example")
+    (part,) = stack_gunicorn_apps([everything])
+    assert set(part) == set(gunicorn)
+    (record,) = resolve_gunicorn_apps([gunicorn_app(static_dir="s")], FACTS, GUNICORN)
+    (nginx_part,) = stack_nginx_sites([dict(everything, static_dir="s")], [record])
+    # static_url (and every other nginx key) passes through; the stack sets name, socket, plan, static_dir.
+    assert nginx_part["static_url"] == "static_url"
+    assert set(nginx_part) == set(nginx)
+    assert nginx_part["upstream_socket"] == record["socket"] and nginx_part["plan"] is record["plan"]
+    assert nginx_part["static_dir"] == "/srv/shop/current/src/s"
+
+
+@pytest.mark.parametrize(
+    ("apps", "words"),
+    [
+        ([app(wsgi=None)], ["flask_stack_apps: app 'shop'", "missing wsgi"]),
+        ([app(server_name=None)], ["flask_stack_apps: app 'shop'", "missing server_name"]),
+        ([app(colour="blue")], ["flask_stack_apps: app 'shop'", "unknown keys colour", "known:", "static_url"]),
+        ([app(upstream_socket="/run/x")], ["unknown keys upstream_socket"]),
+        (["shop"], ["flask_stack_apps: item #0 must be a dict"]),
+        ("shop", ["flask_stack_apps: must be a list"]),
+    ],
+)
+def test_bad_stack_app(apps, words):
+    with pytest.raises(ResolveError) as error:
+        stack_gunicorn_apps(apps)
+    for word in words:
+        assert word in str(error.value), (word, str(error.value))
+
+
+def test_site_defaults_come_from_the_role_wide_settings():
+    resolved = resolve_nginx_sites([site()], FACTS, nginx_settings())
+    (record,) = resolved["sites"]
+    assert record["server_name"] == ["shop.example"]
+    assert (record["listen_port"], record["tls"], record["static_url"], record["static_dir"]) == (
+        80,
+        False,
+        "/static/",
+        None,
+    )
+    assert (record["client_max_body_size"], record["static_expires"]) == ("10m", "7d")
+    assert (record["rate_limit"], record["rate_limit_burst"]) == (0, 0)
+    assert record["upstream"] == role_defaults("nginx")["nginx_upstream_defaults"]
+    assert [h["key"] for h in record["headers"]] == ["X-Content-Type-Options", "X-Frame-Options", "Referrer-Policy"]
+    assert record["extra_directives"] == []
+    assert resolved["default_server_ports"] == [80] and resolved["default_server_tls_ports"] == []
+    assert resolved["tuning"]["worker_processes"] == 2
+
+
+def test_site_values_win_and_tls_adds_hsts():
+    plan = resolve_gunicorn_apps([gunicorn_app()], FACTS, GUNICORN)[0]["plan"]
+    settings = nginx_settings(rate_limit=5, hsts_max_age=600, content_security_policy="default-src 'self'")
+    resolved = resolve_nginx_sites(
+        [
+            site(
+                server_name=["a.example", "a.example", "b.example"],
+                listen_port=8080,
+                listen_tls_port=8443,
+                tls_certificate="/c.pem",
+                tls_certificate_key="/k.pem",
+                static_dir="/var/www/",
+                static_url="/assets/",
+                rate_limit_burst=3,
+                content_security_policy="",
+                plan=plan,
+            )
+        ],
+        FACTS,
+        settings,
+    )
+    (record,) = resolved["sites"]
+    assert record["server_name"] == ["a.example", "b.example"]
+    assert (record["listen_port"], record["listen_tls_port"], record["tls"]) == (8080, 8443, True)
+    assert (record["static_dir"], record["static_url"]) == ("/var/www", "/assets/")
+    assert (record["rate_limit"], record["rate_limit_burst"]) == (5, 3)
+    assert record["upstream"] == plan["nginx"]
+    keys = [h["key"] for h in record["headers"]]
+    assert "Strict-Transport-Security" in keys and "Content-Security-Policy" not in keys
+    assert "Strict-Transport-Security" not in [h["key"] for h in record["redirect_headers"]]
+    assert "Content-Security-Policy" in [h["key"] for h in resolved["default_server_headers"]]
+    assert resolved["default_server_ports"] == [8080] and resolved["default_server_tls_ports"] == [8443]
+    assert resolved["tuning"]["upstream_slots"] == plan["concurrency"]
+
+
+def test_no_sites_leaves_the_catch_all_on_the_default_port():
+    resolved = resolve_nginx_sites([], FACTS, nginx_settings(listen_port=8000))
+    assert resolved["default_server_ports"] == [8000] and resolved["sites"] == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"name": "Shop"}, ["nginx_sites: site 'Shop'", "'name'"]),
+        ({"server_name": []}, ["site 'shop'", "'server_name'", "[]"]),
+        ({"server_name": ["a", ""]}, ["site 'shop'", "'server_name'"]),
+        ({"upstream_socket": "shop.sock"}, ["site 'shop'", "'upstream_socket'", "shop.sock"]),
+        ({"tls_certificate": "/c.pem"}, ["site 'shop'", "'tls_certificate' and 'tls_certificate_key' together"]),
+        ({"static_dir": "static"}, ["site 'shop'", "'static_dir'", "'static'"]),
+        ({"static_url": "/static"}, ["site 'shop'", "'static_url'", "'/static'"]),
+        ({"rate_limit": -1}, ["site 'shop'", "'rate_limit'", "-1"]),
+        ({"rate_limit_burst": "many"}, ["site 'shop'", "'rate_limit_burst'", "many"]),
+        ({"content_security_policy": 'a"b'}, ["site 'shop'", "'content_security_policy'"]),
+        ({"plan": {"workers": 2}}, ["site 'shop'", "'plan'", "'nginx'"]),
+        ({"server_name": None}, ["site 'shop'", "missing server_name"]),
+    ],
+)
+def test_bad_site_is_named_with_its_field_and_value(changes, words):
+    with pytest.raises(ResolveError) as error:
+        resolve_nginx_sites([site(**changes)], FACTS, nginx_settings())
+    for word in words:
+        assert word in str(error.value), (word, str(error.value))
+
+
+def test_two_sites_on_one_name_and_port():
+    with pytest.raises(ResolveError) as error:
+        resolve_nginx_sites(
+            [site(server_name="Shop.example"), site(name="api", upstream_socket="/run/a.sock")], FACTS, nginx_settings()
+        )
+    assert "shop.example:80 is claimed by sites shop and api" in str(error.value)
+    # Another port is another pair.
+    resolve_nginx_sites(
+        [site(), site(name="api", upstream_socket="/run/a.sock", listen_port=8080)], FACTS, nginx_settings()
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"rate_limit": "fast"}, ["'nginx_rate_limit'", "fast"]),
+        ({"rate_limit_burst": -2}, ["'nginx_rate_limit_burst'", "-2"]),
+        ({"security_headers": {"X Bad": "1"}}, ["nginx_security_headers", "'X Bad'"]),
+        ({"security_headers": {"X-Ok": "a\nb"}}, ["nginx_security_headers", "'X-Ok'"]),
+        ({"content_security_policy": "a\\b"}, ["'nginx_content_security_policy'"]),
+        ({"worker_connections": 0}, ["nginx sizing", "'worker_connections'", "0"]),
+    ],
+)
+def test_bad_role_wide_setting(changes, words):
+    with pytest.raises(ResolveError) as error:
+        resolve_nginx_sites([site()], FACTS, nginx_settings(**changes))
+    for word in words:
+        assert word in str(error.value), (word, str(error.value))
