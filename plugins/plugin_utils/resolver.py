@@ -171,7 +171,8 @@ def stack_gunicorn_apps(apps):
 
 def stack_nginx_sites(apps, gunicorn_records):
     """Each flask_stack_apps item's nginx site, with the socket, plan and static directory of its app."""
-    _gunicorn, nginx = _check_stack_keys(apps)
+    # The keys were checked where the apps' gunicorn records came from (stack_gunicorn_apps).
+    _gunicorn, nginx = _stack_fields()
     by_name = {record["name"]: record for record in gunicorn_records}
     sites = []
     for app in apps:
@@ -273,8 +274,8 @@ def _header_value(label, field, value):
     return str(value)
 
 
-def _headers(security_headers, csp):
-    """Response headers of every site (the role-wide ones and a Content-Security-Policy), checked."""
+def _security_headers(security_headers):
+    """nginx_security_headers as a list of checked {key, value} items."""
     if not isinstance(security_headers, Mapping):
         raise ResolveError("nginx_security_headers: must map header names to values, got %r" % security_headers)
     headers = []
@@ -282,12 +283,15 @@ def _headers(security_headers, csp):
         if not _HEADER_NAME.match(str(name)):
             raise ResolveError("nginx_security_headers: %r is not a header name ([A-Za-z0-9-]+)" % name)
         headers.append({"key": str(name), "value": _header_value("nginx_security_headers", name, value)})
-    if csp:
-        headers.append({"key": "Content-Security-Policy", "value": csp})
     return headers
 
 
-def _site(label, item, options, settings):
+def _with_csp(headers, csp):
+    """``headers`` and a Content-Security-Policy, when ``csp`` is set (a checked value)."""
+    return [*headers, {"key": "Content-Security-Policy", "value": csp}] if csp else list(headers)
+
+
+def _site(label, item, options, settings, security_headers):
     site = _with_defaults(item, options)
     names = [site["server_name"]] if isinstance(site["server_name"], str) else site["server_name"]
     if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
@@ -320,7 +324,7 @@ def _site(label, item, options, settings):
     if csp is not None:
         csp = _header_value(label, "content_security_policy", csp)
     tls = _given(item, "tls_certificate") is not None
-    redirect_headers = _headers(settings["security_headers"], csp)
+    redirect_headers = _with_csp(security_headers, csp)
     headers = list(redirect_headers)
     if tls and int(settings["hsts_max_age"]) > 0:
         subdomains = "; includeSubDomains" if settings["hsts_include_subdomains"] else ""
@@ -367,14 +371,14 @@ def resolve_nginx_sites(sites, facts, settings):
 
     ``settings`` holds the role-wide values (the nginx_* variables without their prefix).
     """
+    _settings("resolve_nginx_sites", settings, NGINX_SETTINGS)
     _whole("nginx", "nginx_rate_limit", settings["rate_limit"])
     if settings["rate_limit_burst"] is not None:
         _whole("nginx", "nginx_rate_limit_burst", settings["rate_limit_burst"])
-    _settings("resolve_nginx_sites", settings, NGINX_SETTINGS)
+    security_headers = _security_headers(settings["security_headers"])
     csp = settings["content_security_policy"]
-    default_server_headers = _headers(
-        settings["security_headers"],
-        None if csp is None else _header_value("nginx", "nginx_content_security_policy", csp),
+    default_server_headers = _with_csp(
+        security_headers, None if csp is None else _header_value("nginx", "nginx_content_security_policy", csp)
     )
     options = role_options("nginx", "nginx_sites")
     records = []
@@ -388,7 +392,7 @@ def resolve_nginx_sites(sites, facts, settings):
                 "%s: 'name' must match [a-z][a-z0-9_-]* (it names the site's file and upstream), got %r"
                 % (label, item["name"])
             )
-        records.append(_site(label, item, options, settings))
+        records.append(_site(label, item, options, settings, security_headers))
     _unique("nginx_sites", "name", records, "name")
     _clashes(records)
     try:
