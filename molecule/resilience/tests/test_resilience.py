@@ -36,6 +36,10 @@ APP = "demo"
 SERVICE = "demo.service"
 NGINX_ERROR_LOG = "/var/log/nginx/flaskops-demo.error.log"
 LOAD_ARGS = ("--connections", "16", "--mix", "io=2,cpu=1,echo=1", "--host-header", "localhost")
+# While a play runs (the bad deploys), the load is capped as in the reload scenario: continuous (a gap of
+# 10 ms would show), and leaving the two cores room to run the play. The kills and the restart, which last
+# seconds, take all the load the 16 connections can make.
+PLAY_LOAD_ARGS = (*LOAD_ARGS, "--rate", "100")
 # What the verifier changes in the demo app's source for a broken release.
 HEALTHZ_OK = 'return jsonify(status="ok", release=release_id(), pid=os.getpid())'
 HEALTHZ_BROKEN = 'return jsonify(status="broken", release=release_id(), pid=os.getpid()), 500'
@@ -140,7 +144,7 @@ def test_check_mode_on_the_converged_host_changes_nothing():
 
 def test_release_that_does_not_import_never_goes_live(host, app, state, nginx_url, tmp_path, case):
     broken = broken_source(app, tmp_path, "import", lambda text: text + '\nraise ImportError("a broken release")\n')
-    with Load(nginx_url, *LOAD_ARGS, "--label", "case=import") as load:
+    with Load(nginx_url, *PLAY_LOAD_ARGS, "--label", "case=import") as load:
         output = apply_failing(broken, tmp_path, "import")
     result = load.result
     case("import_failure", result)
@@ -156,7 +160,7 @@ def test_release_that_does_not_import_never_goes_live(host, app, state, nginx_ur
 def test_directive_nginx_rejects_never_goes_live(host, app, state, nginx_url, tmp_path, case):
     bad = {**app, "extra_directives": ["no_such_directive on;"]}
     nginx_master = host.file("/run/nginx.pid").content_string.strip()
-    with Load(nginx_url, *LOAD_ARGS) as load:
+    with Load(nginx_url, *PLAY_LOAD_ARGS) as load:
         output = apply_failing(bad, tmp_path, "nginx")
     result = load.result
     case("bad_nginx_directive", result)
@@ -169,7 +173,7 @@ def test_directive_nginx_rejects_never_goes_live(host, app, state, nginx_url, tm
 
 def test_release_that_fails_its_health_check_is_rolled_back(host, app, state, nginx_url, tmp_path, case):
     broken = broken_source(app, tmp_path, "unhealthy", lambda text: text.replace(HEALTHZ_OK, HEALTHZ_BROKEN))
-    with Load(nginx_url, *LOAD_ARGS) as load:
+    with Load(nginx_url, *PLAY_LOAD_ARGS) as load:
         output = apply_failing(broken, tmp_path, "unhealthy")
     result = load.result
     case("unhealthy_release", result)
