@@ -12,7 +12,9 @@ roles' ``meta/argument_specs.yml``, the one place they are written.
 from __future__ import annotations
 
 import os
+import posixpath
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 from functools import cache, wraps
 
@@ -32,6 +34,10 @@ _SITE_NAME = re.compile(r"[a-z][a-z0-9_-]*\Z")
 _STATIC_URL = re.compile(r"/(.*/)?\Z")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9-]+\Z")
 _UNSAFE_HEADER_VALUE = re.compile(r'["\n\\]')
+_IMPORT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
+_FILE_MODE = re.compile(r"0?[0-7]{3}\Z")
+# What a release holds itself: linked_dirs cannot take these names.
+_RELEASE_ENTRIES = ("src", "venv", "env", "gunicorn.conf.py", ".flaskops-release")
 
 # gunicorn settings the stack owns: the socket comes from systemd, and a chdir would take the
 # master into one release for good (a later cleanup removes it, and the next reload kills it).
@@ -40,7 +46,7 @@ _OWNED_SETTINGS = {
     "chdir": "the app runs from its release; a fixed directory would outlive the release it names",
 }
 # The role-wide values each resolver takes (the role's variables without their prefix).
-GUNICORN_SETTINGS = ("base_dir", "socket_dir", "health_retries", "health_delay")
+GUNICORN_SETTINGS = ("base_dir", "state_dir", "socket_dir", "health_retries", "health_delay")
 NGINX_SETTINGS = (
     "listen_port",
     "listen_tls_port",
@@ -211,14 +217,92 @@ def _check_app(label, app):
             raise ResolveError("%s: 'settings.%s' cannot be set: %s" % (label, key, why))
 
 
+def _relative_path(label, field, value):
+    """``value`` normalised, after checking that it is a path inside the directory it is relative to."""
+    if not isinstance(value, str) or not value.strip():
+        raise ResolveError("%s: '%s' must be a relative path, got %r" % (label, field, value))
+    path = posixpath.normpath(value)
+    if path.startswith("/") or path in (".", "..") or path.startswith("../"):
+        raise ResolveError(
+            "%s: '%s' must be a path inside its directory (relative, no '..'), got %r" % (label, field, value)
+        )
+    return path
+
+
+def _linked_dirs(label, values):
+    linked = []
+    for index, value in enumerate(values):
+        path = _relative_path(label, "linked_dirs[%d]" % index, value)
+        if path.split("/")[0] in _RELEASE_ENTRIES:
+            raise ResolveError(
+                "%s: 'linked_dirs[%d]' %r is part of every release (%s are)"
+                % (label, index, value, ", ".join(_RELEASE_ENTRIES))
+            )
+        for other in linked:
+            if path == other or path.startswith(other + "/") or other.startswith(path + "/"):
+                raise ResolveError("%s: 'linked_dirs' %r and %r overlap" % (label, other, path))
+        linked.append(path)
+    return linked
+
+
+def _files(label, values):
+    files = []
+    for index, item in enumerate(values):
+        field = "files[%d]" % index
+        if not isinstance(item, Mapping):
+            raise ResolveError("%s: '%s' must be a dict, got %r" % (label, field, item))
+        dest = _relative_path(label, field + ".dest", item.get("dest"))
+        if sum(_given(item, key) is not None for key in ("content", "src")) != 1:
+            # The value is not shown: content is often a secret.
+            raise ResolveError("%s: '%s' (dest %r) needs exactly one of content and src" % (label, field, dest))
+        mode = str(item.get("mode") or "0640")
+        if not _FILE_MODE.match(mode):
+            raise ResolveError("%s: '%s.mode' must be an octal mode such as '0640', got %r" % (label, field, mode))
+        if dest in (f["dest"] for f in files):
+            raise ResolveError("%s: 'files' has the dest %r twice" % (label, dest))
+        files.append({"dest": dest, "content": _given(item, "content"), "src": _given(item, "src"), "mode": mode})
+    return files
+
+
+def _release_commands(label, values):
+    commands = []
+    for index, line in enumerate(values):
+        try:
+            argv = shlex.split(line) if isinstance(line, str) else None
+        except ValueError as exc:
+            raise ResolveError(
+                "%s: 'release_commands[%d]' %r cannot be split: %s" % (label, index, line, exc)
+            ) from None
+        if not argv:
+            raise ResolveError(
+                "%s: 'release_commands[%d]' must be a non-empty command line, got %r" % (label, index, line)
+            )
+        commands.append(argv)
+    return commands
+
+
+def _state(label, app):
+    """The instance name, linked_dirs, files and release_commands of ``app``, checked and normalised."""
+    instance = _given(app, "instance")
+    if instance is not None and not (isinstance(instance, str) and _IMPORT_NAME.match(instance)):
+        raise ResolveError("%s: 'instance' must be a Python import name such as 'shop', got %r" % (label, instance))
+    return {
+        "instance": instance,
+        "linked_dirs": _linked_dirs(label, app["linked_dirs"]),
+        "files": _files(label, app["files"]),
+        "release_commands": _release_commands(label, app["release_commands"]),
+    }
+
+
 def resolve_gunicorn_apps(apps, facts, settings):
     """The gunicorn role's record of each app: its input with every default, its names and its plan.
 
-    ``settings`` holds the role-wide values (base_dir, socket_dir, health_retries, health_delay:
+    ``settings`` holds the role-wide values (base_dir, state_dir, socket_dir, health_retries, health_delay:
     the gunicorn_* variables without their prefix).
     """
     _settings("resolve_gunicorn_apps", settings, GUNICORN_SETTINGS)
     base_dir, socket_dir = settings["base_dir"].rstrip("/"), settings["socket_dir"].rstrip("/")
+    state_dir = settings["state_dir"].rstrip("/")
     retries, delay = int(settings["health_retries"]), int(settings["health_delay"])
     options = role_options("gunicorn", "gunicorn_apps")
     records = []
@@ -236,8 +320,10 @@ def resolve_gunicorn_apps(apps, facts, settings):
         if static_dir is not None and not static_dir.startswith("/"):
             # Relative: a directory of the live release's source copy.
             static_dir = "%s/current/src/%s" % (home, static_dir)
+        app.update(_state(label, app))
         app.update(
             source={"path": _given(app["source"], "path"), "pip": _given(app["source"], "pip")},
+            state_dir="%s/%s" % (state_dir, app["name"]),
             user=_given(item, "user") or app["name"],
             home=home,
             socket=_given(item, "socket") or "%s/%s.sock" % (socket_dir, app["name"]),

@@ -50,14 +50,18 @@ def test_app_units_carry_the_hardening(host, apps):
         assert host.check_output("systemctl show -p SystemCallFilter --value %s.service", app["name"]), app["name"]
 
 
-def test_gunicorn_writes_only_under_its_runtime_directory(host, apps):
+def test_gunicorn_writes_only_under_its_runtime_and_state_directories(host, apps):
     for app in apps:
-        runtime = f"/run/flaskops-{app['name']}"
+        runtime, state = f"/run/flaskops-{app['name']}", f"/var/lib/flaskops/{app['name']}"
         assert host.file(f"{runtime}/gunicorn.ctl").is_socket, app["name"]
         master = host.check_output("systemctl show -p MainPID --value %s.service", app["name"])
-        # In the service's mount namespace the release and the system are read-only.
-        probe = host.run("nsenter -t %s -m touch /srv/%s/current/flaskops-probe", master, app["name"])
-        assert probe.rc != 0 and "Read-only file system" in probe.stderr, app["name"]
+        # In the service's mount namespace the release and the system are read-only, the state directory not.
+        for path in (f"/srv/{app['name']}/current/flaskops-probe", "/var/lib/flaskops/flaskops-probe"):
+            probe = host.run("nsenter -t %s -m touch %s", master, path)
+            assert probe.rc != 0 and "Read-only file system" in probe.stderr, (app["name"], path)
+        host.check_output("nsenter -t %s -m touch %s/flaskops-probe && rm %s/flaskops-probe", master, state, state)
+        directory = host.file(state)
+        assert (directory.user, directory.group, directory.mode) == (app["name"], app["name"], 0o750)
 
 
 def test_socket_admits_nginx_and_refuses_others(host, apps):

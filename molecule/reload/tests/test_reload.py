@@ -9,6 +9,11 @@ refuses a release that is no longer installed. Every failed request counts: a no
 echo body, a reset, a refused or timed-out connection. The load is capped at 100 requests/s: continuous,
 and leaving the two cores room to run the plays.
 
+The app keeps state as Flask's tutorial app does (its SQLite file and config.py in the instance folder,
+a release command that migrates the database): rows written through nginx before the releases, the
+rollbacks and a restart are all there after each (``STATE RESULT case=<case> rows_before=<n>
+rows_after=<n>``), and the app's code never ran as root.
+
 The scenario's playbooks (converge and every play of this test) run from the collection's built tarball,
 installed into an empty collections path by `make molecule` (molecule.yml sets ANSIBLE_COLLECTIONS_PATH).
 """
@@ -20,6 +25,7 @@ import json
 import os
 import subprocess
 import time
+import urllib.request
 
 from conftest import (
     Load,
@@ -32,6 +38,7 @@ from conftest import (
     run_with_apps,
     served_releases,
     unit_property,
+    wait_ready,
 )
 
 JOURNAL_UNITS = ["demo.service", "demo.socket", "nginx.service"]
@@ -47,6 +54,24 @@ def apply(playbook, app, tmp_path, name):
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     counts = recap(run.stdout)
     assert counts and all(c["changed"] > 0 and c["failed"] == 0 for c in counts.values()), run.stdout[-4000:]
+
+
+STATE_DIR = f"/var/lib/flaskops/{APP}"
+ROWS_WRITTEN = 25
+
+
+def rows_request(nginx_url, body=None):
+    """``GET /rows`` (or ``POST /rows`` with ``body``) through nginx; the JSON answer."""
+    data = None if body is None else body.encode()
+    request = urllib.request.Request(f"{nginx_url}/rows", data=data, headers={"Host": "localhost"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def rows_survive(nginx_url, report, case, before):
+    after = rows_request(nginx_url)["rows"]
+    report(f"STATE RESULT case={case} rows_before={before} rows_after={after}")
+    assert after == before, case
 
 
 def journal_count(host, since, text):
@@ -66,6 +91,9 @@ def test_reloads_and_deploys_under_load_drop_nothing(host, apps, nginx_url, tmp_
     since = host.check_output("date +%s")
     releases = [live_release(host, APP)]
     reloads = deploys = 0
+    for number in range(ROWS_WRITTEN):
+        written = rows_request(nginx_url, f"row {number}")
+    rows_before = written["rows"]
     load = Load(
         nginx_url, "--connections", "16", "--rate", "100", "--mix", "io=2,cpu=1,echo=1", "--host-header", "localhost",
     )  # fmt: skip
@@ -115,6 +143,25 @@ def test_reloads_and_deploys_under_load_drop_nothing(host, apps, nginx_url, tmp_
     assert recycled > 0, "max_requests never recycled a worker"
     assert (unit_property(host, SERVICE, "MainPID"), unit_property(host, SERVICE, "NRestarts")) == (master, restarts)
     assert first_workers.isdisjoint(children(host, master))
+    rows_survive(nginx_url, report, "data_survives_releases", rows_before)
+
+
+def test_state_lives_outside_the_releases_and_the_app_never_ran_as_root(host, nginx_url):
+    # The instance folder of every build is the state directory's; the database and config.py are there.
+    instance = host.file(f"/srv/{APP}/current/venv/var/flaskops_demo-instance")
+    assert instance.is_symlink and instance.linked_to == f"{STATE_DIR}/instance"
+    assert host.file(f"/srv/{APP}/current/uploads").linked_to == f"{STATE_DIR}/uploads"
+    answer = rows_request(nginx_url)
+    assert answer["greeting"] == "from the state directory" and answer["rows"] >= ROWS_WRITTEN
+    config = host.file(f"{STATE_DIR}/instance/config.py")
+    assert (config.user, config.group, config.mode) == ("root", APP, 0o640)
+    # The release command (init-db) and the app created the database as the app's user; nothing else in
+    # the state directory, and nothing in a build's virtualenv, belongs to root.
+    assert host.file(f"{STATE_DIR}/instance/demo.sqlite").user == APP
+    not_app = host.check_output("find %s ! -user %s", STATE_DIR, APP).split()
+    assert not_app == [f"{STATE_DIR}/instance/config.py"], not_app
+    created = host.check_output("find /srv/%s/builds -path '*/venv/var/*'", APP).split()
+    assert all(path.endswith("/venv/var/flaskops_demo-instance") for path in created), created
 
 
 def test_rollback_and_forward_under_load_drop_nothing(host, apps, nginx_url, tmp_path, report):
@@ -124,6 +171,7 @@ def test_rollback_and_forward_under_load_drop_nothing(host, apps, nginx_url, tmp
     before = host.file(f"/srv/{APP}/previous").linked_to.rsplit("/", 1)[1]
     installed = set(host.check_output("ls /srv/%s/releases", APP).split())
     since = host.check_output("date +%s")
+    rows_before = rows_request(nginx_url, "before the rollback")["rows"]
     load = Load(
         nginx_url, "--connections", "16", "--rate", "100", "--mix", "io=2,cpu=1,echo=1", "--host-header", "localhost",
     )  # fmt: skip
@@ -150,6 +198,16 @@ def test_rollback_and_forward_under_load_drop_nothing(host, apps, nginx_url, tmp
     assert result["sent"] > 0 and result["failed"] == 0, failures_text(result)
     assert unit_property(host, SERVICE, "MainPID") == master
     assert journal_count(host, since, "Handling signal: hup") == 2, "one HUP back, one forward, none for the refusal"
+    rows_survive(nginx_url, report, "data_survives_rollback", rows_before)
+
+
+def test_data_survives_a_restart(host, plan, nginx_url, report):
+    rows_before = rows_request(nginx_url, "before the restart")["rows"]
+    master = unit_property(host, SERVICE, "MainPID")
+    host.check_output("systemctl restart %s", SERVICE)
+    ready = wait_ready(host, APP, workers=plan["workers"])
+    assert str(ready["master"]) != master
+    rows_survive(nginx_url, report, "data_survives_restart", rows_before)
 
 
 def test_playbooks_run_from_the_built_tarball():

@@ -148,7 +148,7 @@ def test_release_that_does_not_import_never_goes_live(host, app, state, nginx_ur
         output = apply_failing(broken, tmp_path, "import")
     result = load.result
     case("import_failure", result)
-    assert "did not go live" in output and "Check gunicorn.conf.py against the release's code" in output, output[-4000:]
+    assert "did not go live" in output and "--check-config" in output, output[-4000:]
     assert "ImportError: a broken release" in output and "nothing live was changed" in output, output[-4000:]
     assert result["sent"] > 0 and result["failed"] == 0, failures_text(result)
     assert live_release(host, APP) == state["release"]

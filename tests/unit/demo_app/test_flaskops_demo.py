@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -202,3 +203,50 @@ def test_sleep(client):
 
 def test_unknown_path_is_404(client):
     assert client.get("/nope").status_code == 404
+
+
+@pytest.fixture
+def stateful(tmp_path, monkeypatch):
+    """The app with its instance folder (config.py, SQLite file) in a temporary directory."""
+    monkeypatch.delenv("FLASKOPS_RELEASE", raising=False)
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    (instance / "config.py").write_text('GREETING = "from config.py"\n', encoding="utf-8")
+    app = flaskops_demo.create_app({"TESTING": True})
+    app.instance_path = str(instance)
+    app.config.from_pyfile(str(instance / "config.py"))
+    app.config["DATABASE"] = str(instance / "demo.sqlite")
+    return app
+
+
+def test_init_db_creates_then_migrates_nothing_twice(stateful):
+    runner = stateful.test_cli_runner()
+    first = runner.invoke(args=["init-db"])
+    assert first.exit_code == 0, first.output
+    assert "schema version 0 -> 2" in first.output
+    again = runner.invoke(args=["init-db"])
+    assert again.exit_code == 0 and "schema version 2 -> 2" in again.output
+
+
+def test_rows_are_stored_and_counted(stateful, monkeypatch):
+    stateful.test_cli_runner().invoke(args=["init-db"])
+    client = stateful.test_client()
+    monkeypatch.setenv("FLASKOPS_RELEASE", "r1")
+    assert client.post("/rows", data="one").get_json()["rows"] == 1
+    added = client.post("/rows", data="two").get_json()
+    assert added["rows"] == 2 and added["release"] == "r1"
+    counted = client.get("/rows").get_json()
+    assert counted == {"rows": 2, "greeting": "from config.py", "release": "r1"}
+
+
+def test_rows_need_the_schema_init_db_creates(stateful):
+    # TESTING propagates the error that production answers with 500.
+    with pytest.raises(sqlite3.OperationalError, match="no such table: rows"):
+        stateful.test_client().get("/rows")
+
+
+def test_instance_folder_is_untouched_until_needed(tmp_path, monkeypatch):
+    # Importing and creating the app neither creates the instance folder nor fails without it.
+    app = flaskops_demo.create_app({"TESTING": True})
+    assert app.config["DATABASE"] == os.path.join(app.instance_path, "demo.sqlite")
+    assert app.config["GREETING"] is None or isinstance(app.config["GREETING"], str)

@@ -13,6 +13,13 @@ Endpoints, each cheap to reason about under load:
 - ``GET /static/hello.txt``  a file from the package's ``static/`` directory (``STATIC_DIR``).
 - ``GET /alloc``     ``?mb=`` MiB allocated and touched, held ``?hold_s=`` seconds (default 0).
 - ``GET /sleep``     sleeps ``?s=`` seconds (default 1).
+- ``POST /rows``     stores the request body as a row of its SQLite database; ``{"rows": <count>, ...}``.
+- ``GET /rows``      ``{"rows": <count>, "greeting": <config GREETING>, "release": ...}``.
+
+State, as Flask's tutorial keeps it: the app's instance folder (``instance_relative_config``) holds
+its optional ``config.py`` and its SQLite file (``DATABASE``, default ``<instance>/demo.sqlite``).
+``flask --app flaskops_demo init-db`` creates or migrates the database's schema (idempotent: a
+release command). Nothing touches the instance folder until a request or the command needs it.
 
 The release id comes from the environment variable ``FLASKOPS_RELEASE`` (set by the deploy), read on
 every request, so a reload that changes it shows at once; it defaults to ``dev``.
@@ -21,13 +28,16 @@ every request, so a reload that changes it shows at once; it defaults to ``dev``
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, jsonify, render_template_string, request
+import click
+from flask import Flask, Response, current_app, jsonify, render_template_string, request
+from flask.cli import with_appcontext
 
 __all__ = ["MIB", "STATIC_DIR", "app", "burn_cpu", "create_app", "release_id", "worker_class"]
 __version__ = "1.0.0"
@@ -155,11 +165,51 @@ def _work(default_cpu_ms: float, default_wait_ms: float, cpu_param: str = "cpu_m
     )
 
 
+# The database's schema, one step per version (SQLite's user_version): init-db applies the missing ones.
+_MIGRATIONS = (
+    "CREATE TABLE rows (id INTEGER PRIMARY KEY, body TEXT NOT NULL)",
+    "ALTER TABLE rows ADD COLUMN release TEXT",
+)
+
+
+def _database() -> sqlite3.Connection:
+    """A connection in autocommit mode: each statement, or each explicit BEGIN ... COMMIT, is a transaction."""
+    return sqlite3.connect(current_app.config["DATABASE"], timeout=30, isolation_level=None)
+
+
+def migrate() -> tuple[int, int]:
+    """Bring the database's schema to the newest version in one transaction; return (version before, after)."""
+    os.makedirs(os.path.dirname(current_app.config["DATABASE"]), exist_ok=True)
+    connection = _database()
+    try:
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("BEGIN IMMEDIATE")
+        before = connection.execute("PRAGMA user_version").fetchone()[0]
+        for version in range(before, len(_MIGRATIONS)):
+            connection.execute(_MIGRATIONS[version])
+            connection.execute(f"PRAGMA user_version = {version + 1}")
+        connection.execute("COMMIT")
+    finally:
+        connection.close()
+    return before, len(_MIGRATIONS)
+
+
+@click.command("init-db")
+@with_appcontext
+def init_db() -> None:
+    """Create or migrate the database's schema (safe to run again)."""
+    before, after = migrate()
+    click.echo(f"database {current_app.config['DATABASE']}: schema version {before} -> {after}")
+
+
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the demo app; ``config`` updates ``app.config`` (tests pass ``{"TESTING": True}``)."""
-    flask_app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
+    flask_app = Flask(__name__, instance_relative_config=True, static_folder=str(STATIC_DIR), static_url_path="/static")
+    flask_app.config.from_mapping(DATABASE=os.path.join(flask_app.instance_path, "demo.sqlite"), GREETING=None)
+    flask_app.config.from_pyfile("config.py", silent=True)
     if config:
         flask_app.config.update(config)
+    flask_app.cli.add_command(init_db)
 
     @flask_app.errorhandler(BadParameter)
     def bad_parameter(error: BadParameter) -> tuple[Response, int]:
@@ -218,6 +268,29 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         seconds = _number("s", 1.0, MAX_SLEEP_S)
         slept_ms = _wait(seconds * 1000.0)
         return jsonify(pid=os.getpid(), release=release_id(), slept_ms=round(slept_ms, 3))
+
+    @flask_app.post("/rows")
+    def add_row() -> Response:
+        connection = _database()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute(
+                "INSERT INTO rows (body, release) VALUES (?, ?)", (request.get_data(as_text=True), release_id())
+            )
+            count = connection.execute("SELECT count(*) FROM rows").fetchone()[0]
+            connection.execute("COMMIT")
+        finally:
+            connection.close()
+        return jsonify(rows=count, release=release_id(), pid=os.getpid())
+
+    @flask_app.get("/rows")
+    def rows() -> Response:
+        connection = _database()
+        try:
+            count = connection.execute("SELECT count(*) FROM rows").fetchone()[0]
+        finally:
+            connection.close()
+        return jsonify(rows=count, greeting=flask_app.config["GREETING"], release=release_id())
 
     return flask_app
 

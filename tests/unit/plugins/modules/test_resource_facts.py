@@ -9,26 +9,9 @@ from unittest import mock
 
 import pytest
 from ansible.module_utils import _internal as module_utils_internal
+from ansible.module_utils.testing import patch_module_args  # ansible-core 2.19+ (meta/runtime.yml)
 
 from ansible_collections.flaskops.stack.plugins.modules import resource_facts
-
-try:
-    from ansible.module_utils.testing import patch_module_args
-except ImportError:  # ansible-core < 2.19
-    import contextlib
-
-    from ansible.module_utils import basic
-    from ansible.module_utils.common.text.converters import to_bytes
-
-    @contextlib.contextmanager
-    def patch_module_args(args=None):
-        old = basic._ANSIBLE_ARGS
-        basic._ANSIBLE_ARGS = to_bytes(json.dumps({"ANSIBLE_MODULE_ARGS": args or {}}))
-        try:
-            yield
-        finally:
-            basic._ANSIBLE_ARGS = old
-
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "resource_facts")
 MIB = 1024 * 1024

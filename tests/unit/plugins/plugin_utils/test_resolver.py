@@ -18,7 +18,13 @@ from ansible_collections.flaskops.stack.plugins.plugin_utils.resolver import (
 
 FACTS = {"processor_vcpus": 2, "memtotal_mb": 4096}
 SOURCE = os.path.dirname(__file__)
-GUNICORN = {"base_dir": "/srv/", "socket_dir": "/run/flaskops", "health_retries": 30, "health_delay": 1}
+GUNICORN = {
+    "base_dir": "/srv/",
+    "state_dir": "/var/lib/flaskops",
+    "socket_dir": "/run/flaskops",
+    "health_retries": 30,
+    "health_delay": 1,
+}
 ROLES = os.path.join(os.path.dirname(resolver.__file__), "..", "..", "roles")
 
 
@@ -101,6 +107,24 @@ def test_given_values_win():
         ({"settings": {"bind": "0.0.0.0:80"}}, ["'shop'", "'settings.bind'", "socket"]),
         ({"workload": {"profile": "webscale"}}, ["'shop'", "workload", "'profile'", "webscale"]),
         ({"workload": {"max_workers": "four"}}, ["'shop'", "workload", "'max_workers'", "four"]),
+        ({"instance": "shop-app"}, ["'shop'", "'instance'", "'shop-app'", "import name"]),
+        ({"linked_dirs": ["../uploads"]}, ["'shop'", "'linked_dirs[0]'", "'../uploads'", "no '..'"]),
+        ({"linked_dirs": ["/var/uploads"]}, ["'shop'", "'linked_dirs[0]'", "'/var/uploads'"]),
+        ({"linked_dirs": ["venv/var"]}, ["'shop'", "'linked_dirs[0]'", "'venv/var'", "part of every release"]),
+        (
+            {"linked_dirs": ["data", "data/uploads/"]},
+            ["'shop'", "'linked_dirs'", "'data'", "'data/uploads'", "overlap"],
+        ),
+        ({"files": [{"dest": "instance/config.py"}]}, ["'shop'", "'files[0]'", "'instance/config.py'", "exactly one"]),
+        ({"files": [{"dest": "a", "content": "x", "src": "a.j2"}]}, ["'shop'", "'files[0]'", "exactly one"]),
+        ({"files": [{"dest": "../etc/passwd", "content": "x"}]}, ["'shop'", "'files[0].dest'", "'../etc/passwd'"]),
+        ({"files": [{"dest": "a", "content": "x", "mode": "rw"}]}, ["'shop'", "'files[0].mode'", "'rw'"]),
+        (
+            {"files": [{"dest": "a", "content": "x"}, {"dest": "./a", "content": "y"}]},
+            ["'shop'", "'files'", "'a' twice"],
+        ),
+        ({"release_commands": ["flask 'db upgrade"]}, ["'shop'", "'release_commands[0]'", "cannot be split"]),
+        ({"release_commands": ["  "]}, ["'shop'", "'release_commands[0]'", "non-empty"]),
     ],
 )
 def test_bad_app_is_named_with_its_field_and_value(changes, words):
@@ -110,6 +134,52 @@ def test_bad_app_is_named_with_its_field_and_value(changes, words):
     assert message.startswith("gunicorn_apps: app ")
     for word in words:
         assert word in message, (word, message)
+
+
+def test_state_of_an_app_is_checked_and_normalised():
+    secret = "SECRET_KEY = 'do not show me'"
+    (record,) = resolve_gunicorn_apps(
+        [
+            gunicorn_app(
+                instance="shop",
+                linked_dirs=["uploads/", "media/./images"],
+                files=[
+                    {"dest": "instance//config.py", "content": secret},
+                    {"dest": "key.pem", "src": "key.j2", "mode": "600"},
+                ],
+                release_commands=["flask --app shop db upgrade", "sh -c 'test -e x || flask init-db'"],
+            )
+        ],
+        FACTS,
+        GUNICORN,
+    )
+    assert record["state_dir"] == "/var/lib/flaskops/shop"
+    assert record["instance"] == "shop"
+    assert record["linked_dirs"] == ["uploads", "media/images"]
+    assert record["files"] == [
+        {"dest": "instance/config.py", "content": secret, "src": None, "mode": "0640"},
+        {"dest": "key.pem", "content": None, "src": "key.j2", "mode": "600"},
+    ]
+    assert record["release_commands"] == [
+        ["flask", "--app", "shop", "db", "upgrade"],
+        ["sh", "-c", "test -e x || flask init-db"],
+    ]
+
+
+def test_an_app_without_state_has_none():
+    (record,) = resolve_gunicorn_apps([gunicorn_app()], FACTS, GUNICORN)
+    assert (record["instance"], record["linked_dirs"], record["files"], record["release_commands"]) == (
+        None,
+        [],
+        [],
+        [],
+    )
+
+
+def test_a_file_error_never_shows_its_content():
+    with pytest.raises(ResolveError) as error:
+        resolve_gunicorn_apps([gunicorn_app(files=[{"dest": "a", "content": "hunter2", "src": "b"}])], FACTS, GUNICORN)
+    assert "hunter2" not in str(error.value)
 
 
 def test_two_apps_on_one_socket_or_name():
