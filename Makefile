@@ -109,6 +109,20 @@ molecule: venv link installed testhost ## molecule test, every scenario, one aft
 	  echo "SCENARIO RESULT scenario=$$scenario seconds=$$(( $$(date +%s) - start ))"; \
 	done
 
+# The faults scenario's reload_soak case alone, with 1000 HUPs instead of make test's 100. Its
+# result, with the commit it ran on, is committed as SOAK_RESULT.
+SOAK_RESULT := molecule/faults/soak-result.txt
+
+.PHONY: soak
+soak: venv link testhost ## 1000 HUPs back to back at 80% of capacity (faults scenario): molecule/faults/soak-result.txt
+	@mkdir -p $(RESULTS_DIR); rm -f $(RESULTS_DIR)/soak.txt; start=$$(date +%s); \
+	PATH="$(BIN):$$PATH" MOLECULE_GLOB='molecule/*/molecule.yml' FLASKOPS_RESULTS_FILE=$(RESULTS_DIR)/soak.txt \
+	  FLASKOPS_SOAK_HUPS=1000 PYTEST_ADDOPTS="-k reload_soak" $(BIN)/molecule test -s faults; \
+	{ echo "# make soak: commit $$(git rev-parse --short HEAD)$$(git diff --quiet HEAD || echo ' (with uncommitted changes)')," \
+	    "$$(date -u +%Y-%m-%d), $$(nproc) CPUs, $$(( $$(date +%s) - start )) s"; \
+	  cat $(RESULTS_DIR)/soak.txt; } > $(SOAK_RESULT)
+	@cat $(SOAK_RESULT)
+
 DEMO_HOST := flaskops-demo
 DEMO_PORT := 8080
 

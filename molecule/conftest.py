@@ -230,7 +230,7 @@ class Load:
     ``with Load(url, "--connections", "16", ...) as load:`` returns once the first request succeeded;
     leaving the block stops the run (SIGTERM: requests in flight finish) and ``load.result`` holds its
     final JSON (``sent``, ``failed``, ``failures`` by kind, ``statuses``, ``samples``, ...). Runs are
-    bounded: ``duration`` seconds at most (loadgen's own limit, 1800).
+    bounded: ``duration`` seconds at most (loadgen refuses more than 7200).
     """
 
     def __init__(self, url: str, *args: str, duration: float = 1800, mode: str = "load") -> None:
@@ -255,7 +255,10 @@ class Load:
         return self
 
     def progress(self) -> dict[str, Any]:
-        """The counts so far (loadgen's progress file)."""
+        """The counts so far (loadgen's progress file, written every second: the first may be a second away)."""
+        deadline = time.monotonic() + 5
+        while not os.path.exists(self.files["progress"]) and time.monotonic() < deadline:
+            time.sleep(0.1)
         with open(self.files["progress"], encoding="utf-8") as handle:
             return json.load(handle)
 

@@ -5,7 +5,7 @@
 Used by the molecule verifiers to keep load flowing through nginx while a test reloads,
 deploys or kills things, and to count every request that failed. It only ever talks to
 127.0.0.0/8, ``localhost`` or ``::1`` and every run stops by itself (``--duration``, at most
-1800 s, and optionally ``--max-requests``).
+7200 s, and optionally ``--max-requests``).
 
 Two modes:
 
@@ -48,7 +48,7 @@ from collections.abc import Callable, Mapping
 
 KINDS = ("status", "body", "reset", "refused", "timeout", "other")
 MODES = ("load", "connect")
-MAX_DURATION = 1800.0
+MAX_DURATION = 7200.0
 MAX_CONNECTIONS = 1024
 MAX_PROCESSES = 32
 MAX_SAMPLES = 20

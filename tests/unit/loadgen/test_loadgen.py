@@ -288,7 +288,7 @@ def test_loopback_targets_are_accepted(url):
     "argv",
     [
         ["--url", "http://127.0.0.1:1"],
-        ["--url", "http://127.0.0.1:1", "--duration", "1801"],
+        ["--url", "http://127.0.0.1:1", "--duration", str(int(loadgen.MAX_DURATION) + 1)],
         ["--url", "http://127.0.0.1:1", "--duration", "0"],
         ["--url", "http://127.0.0.1:1", "--duration", "1", "--mix", "nosuch=1"],
         ["--url", "http://127.0.0.1:1", "--duration", "1", "--mix", "io=0"],
