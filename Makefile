@@ -92,6 +92,9 @@ TESTHOST := tools/testhost/testhost.sh
 SCENARIOS := smoke default preflight reload resilience faults
 # The verifiers' LOAD RESULT and SECURITY RESULT lines, one file per scenario, printed after it.
 RESULTS_DIR := $(CURDIR)/.build/results
+# molecule with the pinned tools first on PATH and the scenarios under molecule/; callers add
+# FLASKOPS_RESULTS_FILE=<file> before it and `test -s <scenario>` after it.
+MOLECULE := PATH="$(BIN):$$PATH" MOLECULE_GLOB='molecule/*/molecule.yml' $(BIN)/molecule
 
 .PHONY: testhost
 testhost: ## Install podman and build the Debian 12 and 13 test images
@@ -103,8 +106,7 @@ testhost: ## Install podman and build the Debian 12 and 13 test images
 molecule: venv link installed testhost ## molecule test, every scenario, one after another
 	@set -e; mkdir -p $(RESULTS_DIR); for scenario in $(SCENARIOS); do \
 	  start=$$(date +%s); rm -f $(RESULTS_DIR)/$$scenario.txt; \
-	  PATH="$(BIN):$$PATH" MOLECULE_GLOB='molecule/*/molecule.yml' FLASKOPS_RESULTS_FILE=$(RESULTS_DIR)/$$scenario.txt \
-	    $(BIN)/molecule test -s $$scenario; \
+	  FLASKOPS_RESULTS_FILE=$(RESULTS_DIR)/$$scenario.txt $(MOLECULE) test -s $$scenario; \
 	  if [ -f $(RESULTS_DIR)/$$scenario.txt ]; then cat $(RESULTS_DIR)/$$scenario.txt; fi; \
 	  echo "SCENARIO RESULT scenario=$$scenario seconds=$$(( $$(date +%s) - start ))"; \
 	done
@@ -116,8 +118,8 @@ SOAK_RESULT := molecule/faults/soak-result.txt
 .PHONY: soak
 soak: venv link testhost ## 1000 HUPs back to back at 80% of capacity (faults scenario): molecule/faults/soak-result.txt
 	@mkdir -p $(RESULTS_DIR); rm -f $(RESULTS_DIR)/soak.txt; start=$$(date +%s); \
-	PATH="$(BIN):$$PATH" MOLECULE_GLOB='molecule/*/molecule.yml' FLASKOPS_RESULTS_FILE=$(RESULTS_DIR)/soak.txt \
-	  FLASKOPS_SOAK_HUPS=1000 PYTEST_ADDOPTS="-k reload_soak" $(BIN)/molecule test -s faults; \
+	FLASKOPS_RESULTS_FILE=$(RESULTS_DIR)/soak.txt FLASKOPS_SOAK_HUPS=1000 PYTEST_ADDOPTS="-k reload_soak" \
+	  $(MOLECULE) test -s faults; \
 	{ echo "# make soak: commit $$(git rev-parse --short HEAD)$$(git diff --quiet HEAD || echo ' (with uncommitted changes)')," \
 	    "$$(date -u +%Y-%m-%d), $$(nproc) CPUs, $$(( $$(date +%s) - start )) s"; \
 	  cat $(RESULTS_DIR)/soak.txt; } > $(SOAK_RESULT)

@@ -56,6 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,12 @@ def recap(stdout: str) -> dict[str, dict[str, int]]:
         host: dict(zip(("ok", "changed", "unreachable", "failed"), map(int, counts), strict=True))
         for host, *counts in RECAP_LINE.findall(stdout)
     }
+
+
+def succeeded(run: subprocess.CompletedProcess[str]) -> bool:
+    """The play ran to its end with no host failed."""
+    counts = recap(run.stdout)
+    return run.returncode == 0 and bool(counts) and all(c["failed"] == 0 for c in counts.values())
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +228,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             terminalreporter.write_line(line)
 
 
-LOADGEN = Path(__file__).resolve().parent.parent / "tools" / "loadgen" / "loadgen.py"
+#: The collection's checkout (molecule/ is one level down).
+PROJECT = Path(__file__).resolve().parent.parent
+LOADGEN = PROJECT / "tools" / "loadgen" / "loadgen.py"
 
 
 class Load:
@@ -320,6 +329,14 @@ def run_with_apps(playbook: str, apps: list[dict[str, Any]], directory: Path, na
     extra = directory / f"{name}.json"
     extra.write_text(json.dumps({"flask_stack_apps": apps}), encoding="utf-8")
     return run_playbook(playbook, "-e", f"@{extra}", *args)
+
+
+def rows_request(nginx_url: str, body: str | None = None) -> dict[str, Any]:
+    """``GET /rows`` (or ``POST /rows`` with ``body``) of the demo app through nginx; the JSON answer."""
+    data = None if body is None else body.encode()
+    request = urllib.request.Request(f"{nginx_url}/rows", data=data, headers={"Host": "localhost"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
 
 
 def copy_source(source: str, target: Path) -> Path:

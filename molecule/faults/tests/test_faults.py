@@ -25,13 +25,15 @@ from pathlib import Path
 
 import pytest
 from conftest import (
+    PROJECT,
     Load,
     copy_source,
     failures_text,
     live_release,
-    recap,
+    rows_request,
     run_with_apps,
     served_releases,
+    succeeded,
     unit_property,
 )
 
@@ -43,17 +45,14 @@ MIX = ("--mix", "io=2,cpu=1,echo=1", "--host-header", "localhost")
 LOAD_ARGS = ("--connections", "16", "--rate", "100", *MIX)
 # A package index that refuses every connection.
 NO_INDEX = "gunicorn_pip_extra_args='--index-url http://127.0.0.1:9/simple --retries 0 --timeout 2'"
-TESTHOST = Path(__file__).resolve().parents[3] / "tools" / "testhost" / "testhost.sh"
+TESTHOST = PROJECT / "tools" / "testhost" / "testhost.sh"
 HUP_SOAK = Path(__file__).resolve().parent / "hup_soak.py"
-READINESS = Path(__file__).resolve().parents[3] / "plugins" / "module_utils" / "readiness.py"
+READINESS = PROJECT / "plugins" / "module_utils" / "readiness.py"
 
 
 def rows(nginx_url, body=None):
     """The row count, after writing a row with ``body`` through nginx when given."""
-    data = None if body is None else body.encode()
-    request = urllib.request.Request(f"{nginx_url}/rows", data=data, headers={"Host": "localhost"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response)["rows"]
+    return rows_request(nginx_url, body)["rows"]
 
 
 def write_rows(nginx_url, count, label):
@@ -80,11 +79,6 @@ def with_new_code(app, tmp_path, label):
 def output_of(run):
     """A play's output, whitespace collapsed (the YAML result format folds long messages)."""
     return " ".join((run.stdout + run.stderr).split())
-
-
-def succeeded(run):
-    counts = recap(run.stdout)
-    return run.returncode == 0 and counts and all(c["failed"] == 0 for c in counts.values())
 
 
 def complete_release(host):

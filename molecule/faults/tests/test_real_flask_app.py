@@ -20,13 +20,12 @@ import tarfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import pytest
-from conftest import live_release, recap, run_with_apps
+from conftest import PROJECT, live_release, run_with_apps, succeeded
 
 JOURNAL_UNITS = ["flaskr.service", "flaskr.socket", "nginx.service"]
-CONSTRAINTS = Path(__file__).resolve().parents[3] / "constraints.txt"
+CONSTRAINTS = PROJECT / "constraints.txt"
 SERVER = "flaskr.localhost"
 # init-db drops the tables: run it only while there is no database yet.
 INIT_ONCE = "sh -c 'test -e \"$FLASKOPS_STATE_DIR/instance/flaskr.sqlite\" || flask --app flaskr init-db'"
@@ -95,8 +94,7 @@ def logged_in(browser, user):
 
 def converge(apps, tmp_path, name, *args):
     run = run_with_apps("flaskops.stack.site", apps, tmp_path, name, *args)
-    counts = recap(run.stdout)
-    assert run.returncode == 0 and counts and all(c["failed"] == 0 for c in counts.values()), run.stdout[-4000:]
+    assert succeeded(run), run.stdout[-4000:]
     return run
 
 

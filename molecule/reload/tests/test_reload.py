@@ -25,7 +25,6 @@ import json
 import os
 import subprocess
 import time
-import urllib.request
 
 from conftest import (
     Load,
@@ -35,6 +34,7 @@ from conftest import (
     failures_text,
     live_release,
     recap,
+    rows_request,
     run_with_apps,
     served_releases,
     unit_property,
@@ -58,14 +58,6 @@ def apply(playbook, app, tmp_path, name):
 
 STATE_DIR = f"/var/lib/flaskops/{APP}"
 ROWS_WRITTEN = 25
-
-
-def rows_request(nginx_url, body=None):
-    """``GET /rows`` (or ``POST /rows`` with ``body``) through nginx; the JSON answer."""
-    data = None if body is None else body.encode()
-    request = urllib.request.Request(f"{nginx_url}/rows", data=data, headers={"Host": "localhost"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response)
 
 
 def rows_survive(nginx_url, report, case, before):
