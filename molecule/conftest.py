@@ -111,11 +111,17 @@ def ansible_facts(host: Any) -> dict[str, Any]:
     return host.ansible("setup")["ansible_facts"]
 
 
+def playbook_command(playbook: str, *args: str) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment of ansible-playbook ``playbook`` against the scenario's instances, colour off."""
+    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1", "PY_COLORS": "0"}
+    return ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], playbook, *args], env
+
+
 def run_playbook(playbook: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
     """ansible-playbook ``playbook`` against the scenario's instances, output captured as plain text."""
-    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1", "PY_COLORS": "0"}
+    argv, env = playbook_command(playbook, *args)
     return subprocess.run(
-        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], playbook, *args],
+        argv,
         capture_output=True,
         text=True,
         check=False,

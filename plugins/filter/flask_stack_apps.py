@@ -15,6 +15,8 @@ description:
     part of each app.
   - With O(role=nginx), returns each app's site with the socket, plan and static directory of its resolved
     gunicorn app (O(gunicorn_apps), from P(flaskops.stack.resolve_gunicorn_apps#filter)).
+  - With O(role=haproxy), returns each app's name, server names and certificate, for the
+    P(flaskops.stack.haproxy#role)'s C(haproxy_apps).
 positional: _input, role, gunicorn_apps
 options:
   _input:
@@ -25,7 +27,7 @@ options:
   role:
     description: Which role's part to return.
     type: str
-    choices: [gunicorn, nginx]
+    choices: [gunicorn, nginx, haproxy]
     required: true
   gunicorn_apps:
     description: For O(role=nginx), the resolved gunicorn apps (the role's C(gunicorn_resolved_apps) fact).
@@ -45,7 +47,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 _value:
-  description: The apps (O(role=gunicorn)) or the sites (O(role=nginx)), one per item of the input, in order.
+  description: The apps (O(role=gunicorn), O(role=haproxy)) or the sites (O(role=nginx)), one per item, in order.
   type: list
   elements: dict
 """
@@ -55,6 +57,7 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.flaskops.stack.plugins.plugin_utils.resolver import (
     as_filter,
     stack_gunicorn_apps,
+    stack_haproxy_apps,
     stack_nginx_sites,
 )
 
@@ -65,7 +68,11 @@ def flask_stack_apps(apps, role, gunicorn_apps=None):
         return stack_gunicorn_apps(apps)
     if role == "nginx" and gunicorn_apps is not None:
         return stack_nginx_sites(apps, gunicorn_apps)
-    raise AnsibleFilterError("flask_stack_apps: role must be gunicorn, or nginx with gunicorn_apps; got %r" % role)
+    if role == "haproxy":
+        return stack_haproxy_apps(apps)
+    raise AnsibleFilterError(
+        "flask_stack_apps: role must be gunicorn, haproxy, or nginx with gunicorn_apps; got %r" % role
+    )
 
 
 class FilterModule:

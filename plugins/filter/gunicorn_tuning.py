@@ -82,6 +82,17 @@ options:
   db_pool_max:
     description: Database connections the app may open in all; C(workers * threads) stays within it.
     type: int
+  db_max_connections:
+    description:
+      - The database server's connection limit, shared by the O(fleet_hosts) hosts that run this app against it.
+      - C(fleet_hosts * workers * threads * 2) stays within it (times 2 because during a reload the old and the new
+        workers both hold connections, and every host may be reloading at once); with O(db_pool_max) the smaller
+        cap wins. An error when even 1 worker with 1 thread per host does not fit.
+    type: int
+  fleet_hosts:
+    description: Hosts that run this app against the database of O(db_max_connections); unused without it.
+    type: int
+    default: 1
   worker_class:
     description: Force a worker class instead of deriving it. V(gevent) needs gevent installed in the app.
     type: str
@@ -138,6 +149,11 @@ _value:
     memory_mb: {description: Expected steady resident memory (MiB)., type: int}
     memory_peak_mb: {description: Expected peak during a reload, two generations of workers (MiB)., type: int}
     db_pool_size: {description: Database pool size each worker process should use., type: int}
+    db_connections_per_host:
+      description: >-
+        Database connections one host may hold of O(db_max_connections), C(db_max_connections // (2 * fleet_hosts));
+        null when O(db_max_connections) is not given.
+      type: int
     nginx:
       description: >-
         Upstream settings for nginx: C(proxy_read_timeout), C(proxy_send_timeout), C(proxy_connect_timeout),

@@ -19,7 +19,10 @@ The model, in short (README "How tuning is derived" has a worked example):
 * Memory caps processes and threads. On HUP gunicorn starts the new workers
   before the old ones leave, so two generations must fit the budget
   ``(M - reserve) * memory_share``.
-* ``workers * threads`` never exceeds ``db_pool_max`` when given.
+* ``workers * threads`` never exceeds ``db_pool_max`` when given, nor, when
+  ``fleet_hosts`` share a database that accepts ``db_max_connections``,
+  ``db_max_connections // (2 * fleet_hosts)``: every host may be reloading at
+  once, and during a reload two generations of workers hold connections.
 * Timeouts form one chain: nginx ``proxy_read_timeout`` >= gunicorn
   ``timeout``; systemd ``TimeoutStopSec`` > gunicorn ``graceful_timeout``;
   gunicorn ``keepalive`` > nginx upstream ``keepalive_timeout``.
@@ -159,6 +162,8 @@ WORKLOAD_OPTIONS = {
     "max_threads": Option("int", default=32, minimum=1),
     "max_workers": Option("int", minimum=1),
     "db_pool_max": Option("int", minimum=1),
+    "db_max_connections": Option("int", minimum=1),
+    "fleet_hosts": Option("int", default=1, minimum=1),
     "timeout": Option("int", default=30, minimum=0, exclusive=True),
     "max_requests": Option("int", default=2000, minimum=0),
     "upstream_keepalive": Option("bool", default=False),
@@ -293,10 +298,32 @@ def _workers_in_order(w):
         raise TuningError("max_workers", w["max_workers"], "must be at least min_workers (%d)" % w["min_workers"])
 
 
+def _fleet_share(w):
+    """Connections one host may hold of ``db_max_connections`` (None when not
+    given): the fleet's hosts, each with two generations of workers during a
+    reload (every host may reload at once), must all fit."""
+    if w["db_max_connections"] is None:
+        return None
+    return w["db_max_connections"] // (2 * w["fleet_hosts"])
+
+
+def _fleet_fits(w):
+    """Reject a ``db_max_connections`` that cannot hold one connection per host,
+    twice over during a reload."""
+    if _fleet_share(w) == 0:
+        raise TuningError(
+            "db_max_connections",
+            w["db_max_connections"],
+            "must be at least %d to hold fleet_hosts=%d x 1 connection x 2 (reload overlap)"
+            % (2 * w["fleet_hosts"], w["fleet_hosts"]),
+        )
+
+
 #: Checks between workload options, each run just before the option it is filed
 #: under (the pair before either measurement is checked; the worker range once
-#: both counts and db_pool_max are), so the first of several errors is the same.
-_WORKLOAD_RULES = {"cpu_ms": _measured_together, "timeout": _workers_in_order}
+#: both counts and db_pool_max are; the fleet's database budget once
+#: db_max_connections and fleet_hosts are), so the first of several errors is the same.
+_WORKLOAD_RULES = {"cpu_ms": _measured_together, "timeout": _workers_in_order, "max_requests": _fleet_fits}
 
 
 def _check_workload(workload):
@@ -511,7 +538,7 @@ def _slots(demand, worker_class, workers, max_threads, explain):
                 worker_class,
                 workers,
                 slots,
-                "threads" if worker_class == "gthread" else "connections",
+                _slot_noun(worker_class),
                 wanted,
                 CONCURRENCY_HEADROOM,
                 demand.busy,
@@ -525,16 +552,47 @@ def _slots(demand, worker_class, workers, max_threads, explain):
     return _Layout(worker_class, workers, slots)
 
 
-def _db_pool_cap(layout, db_pool_max, explain):
+def _db_cap(w):
+    """Most database connections one host may hold: the smaller of
+    ``db_pool_max`` and the host's share of ``db_max_connections`` (None: no cap)."""
+    caps = [cap for cap in (w["db_pool_max"], _fleet_share(w)) if cap is not None]
+    return min(caps) if caps else None
+
+
+def _db_pool_cap(layout, w, explain):
     """Database connections: fewer workers, then fewer slots, until
-    ``workers x slots <= db_pool_max``."""
-    if db_pool_max is None or layout.concurrency <= db_pool_max:
+    ``workers x slots`` is within :func:`_db_cap`."""
+    db = _db_cap(w)
+    if db is None or layout.concurrency <= db:
         return layout
-    db = int(db_pool_max)
     workers = min(layout.workers, db)
     slots = max(1, min(layout.slots, db // workers))
-    explain.append("db_pool_max=%d limits the plan to %d workers x %d concurrent requests." % (db, workers, slots))
+    if db == w["db_pool_max"]:
+        reason = "db_pool_max=%d" % db
+    else:
+        reason = "The fleet's database budget (%s per host)" % _counted(db, "connections")
+    explain.append("%s limits the plan to %d workers x %d concurrent requests." % (reason, workers, slots))
     return layout._replace(workers=workers, slots=slots)
+
+
+def _fleet_sentence(layout, w):
+    """The fleet's database budget and what the plan holds of it (None when
+    ``db_max_connections`` is not given)."""
+    share = _fleet_share(w)
+    if share is None:
+        return None
+    return (
+        "db_max_connections=%d shared by fleet_hosts=%d, twice over during a reload: at most %s per host; "
+        "the plan holds %s x %s = %d."
+        % (
+            w["db_max_connections"],
+            w["fleet_hosts"],
+            _counted(share, "connections"),
+            _counted(layout.workers, "workers"),
+            _counted(layout.slots, _slot_noun(layout.worker_class)),
+            layout.concurrency,
+        )
+    )
 
 
 def _memory_budget(w, memory_mb, explain):
@@ -573,9 +631,9 @@ def _fit_workers(layout, memory, explain):
 
 def _wanted_slots(layout, target, w):
     """Slots per worker that restore ``target`` requests in flight over the
-    workers memory left, within the class's cap and ``db_pool_max``."""
+    workers memory left, within the class's cap and the database cap."""
     cap = _slot_cap(layout.worker_class, w["max_threads"])
-    db = w["db_pool_max"]
+    db = _db_cap(w)
     return max(1, min(cap, math.ceil(target / layout.workers), db // layout.workers if db is not None else cap))
 
 
@@ -628,13 +686,23 @@ def _worker_connections(layout, upstream_keepalive):
     return layout.threads
 
 
+def _slot_noun(worker_class):
+    """What a worker's slots are called in explain sentences."""
+    return "connections" if worker_class == "gevent" else "threads"
+
+
+def _counted(count, noun):
+    """``count`` and ``noun`` (a plural), singular for one."""
+    return "%d %s" % (count, noun[:-1] if count == 1 else noun)
+
+
 def _layout_sentence(layout):
     """The plan's shape in one sentence, with the database pool each worker should use."""
     return "Plan: %d %s workers x %d %s = %d requests in flight; each worker should use a database pool of %d." % (
         layout.workers,
         layout.worker_class,
         layout.slots,
-        "connections" if layout.worker_class == "gevent" else "threads",
+        _slot_noun(layout.worker_class),
         layout.concurrency,
         layout.slots,
     )
@@ -730,10 +798,13 @@ def gunicorn_plan(facts, **workload):
     workers = _processes(demand.cores, w, explain)
     worker_class = _worker_class(demand, w["worker_class"], explain)
     layout = _slots(demand, worker_class, workers, w["max_threads"], explain)
-    layout = _db_pool_cap(layout, w["db_pool_max"], explain)
+    layout = _db_pool_cap(layout, w, explain)
     memory = _memory_budget(w, memory_mb, explain)
     layout = _memory_fit(layout, memory, w, explain)
     connections = _worker_connections(layout, w["upstream_keepalive"])
+    fleet = _fleet_sentence(layout, w)
+    if fleet:
+        explain.append(fleet)
     explain.append(_layout_sentence(layout))
     max_requests, jitter = _recycling(w["max_requests"], explain)
     timeouts = _timeout_chain(w, layout.worker_class, explain)
@@ -755,6 +826,7 @@ def gunicorn_plan(facts, **workload):
         "memory_mb": math.ceil(steady),
         "memory_peak_mb": math.ceil(peak),
         "db_pool_size": int(layout.slots),
+        "db_connections_per_host": _fleet_share(w),
         "nginx": _nginx_upstream(timeouts, connections),
         "systemd": {
             "TimeoutStopSec": timeouts.stop,

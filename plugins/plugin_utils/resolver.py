@@ -36,6 +36,8 @@ _HEADER_NAME = re.compile(r"[A-Za-z0-9-]+\Z")
 _UNSAFE_HEADER_VALUE = re.compile(r'["\n\\]')
 _IMPORT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 _FILE_MODE = re.compile(r"0?[0-7]{3}\Z")
+# A path nginx takes as it is in a location or an if (-f ...): no spaces, quotes or semicolons.
+_PLAIN_PATH = re.compile(r"/[A-Za-z0-9._/-]*\Z")
 # What a release holds itself: linked_dirs cannot take these names.
 _RELEASE_ENTRIES = ("src", "venv", "env", "gunicorn.conf.py", ".flaskops-release")
 
@@ -46,7 +48,7 @@ _OWNED_SETTINGS = {
     "chdir": "the app runs from its release; a fixed directory would outlive the release it names",
 }
 # The role-wide values each resolver takes (the role's variables without their prefix).
-GUNICORN_SETTINGS = ("base_dir", "state_dir", "socket_dir", "health_retries", "health_delay")
+GUNICORN_SETTINGS = ("base_dir", "state_dir", "socket_dir", "health_retries", "health_delay", "fleet_hosts")
 NGINX_SETTINGS = (
     "listen_port",
     "listen_tls_port",
@@ -63,6 +65,8 @@ NGINX_SETTINGS = (
     "max_nofile",
     "worker_processes",
     "worker_connections",
+    "lb_health_path",
+    "drain_flag",
 )
 # Fields of a flask_stack_apps item that the stack sets on the nginx site itself.
 _STACK_SITE_FIELDS = ("name", "upstream_socket", "plan", "static_dir")
@@ -186,11 +190,23 @@ def stack_nginx_sites(apps, gunicorn_records):
         if record is None:
             raise ResolveError("flask_stack_apps: app %r has no resolved gunicorn app" % app.get("name"))
         site = {k: v for k, v in app.items() if k in nginx}
-        site.update(name=record["name"], upstream_socket=record["socket"], plan=record["plan"])
+        site.update(
+            name=record["name"],
+            upstream_socket=record["socket"],
+            plan=record["plan"],
+            health_path=record["health_path"],
+        )
         if record["static_dir"] is not None:
             site["static_dir"] = record["static_dir"]
         sites.append(site)
     return sites
+
+
+def stack_haproxy_apps(apps):
+    """Each flask_stack_apps item's part for the haproxy role: its name, server names and certificate."""
+    stack_gunicorn_apps(apps)  # the same checks of the keys as for the other roles
+    keys = ("name", "server_name", "tls_certificate")
+    return [{k: app[k] for k in keys if _given(app, k) is not None} for app in apps]
 
 
 # --- gunicorn_apps ------------------------------------------------------------------------
@@ -311,8 +327,12 @@ def resolve_gunicorn_apps(apps, facts, settings):
         app = _with_defaults(item, options)
         app["health_path"] = _given(item, "health_path") or options["health_path"]["default"]
         _check_app(label, app)
+        workload = dict(app["workload"] or {})
+        if workload.get("db_max_connections") is not None and workload.get("fleet_hosts") is None:
+            # The database budget is shared by every host of the fleet (gunicorn_fleet_hosts).
+            workload["fleet_hosts"] = _whole(label, "gunicorn_fleet_hosts", settings["fleet_hosts"], 1)
         try:
-            plan = gunicorn_plan(facts, **app["workload"])
+            plan = gunicorn_plan(facts, **workload)
         except TuningError as exc:
             raise ResolveError("%s: workload: %s" % (label, exc)) from None
         home = "%s/%s" % (base_dir, app["name"])
@@ -398,6 +418,11 @@ def _site(label, item, options, settings, security_headers):
     static_url = _given(item, "static_url") or "/static/"
     if not _STATIC_URL.match(static_url):
         raise ResolveError("%s: 'static_url' must start and end with '/', e.g. /static/, got %r" % (label, static_url))
+    if not (isinstance(site["health_path"], str) and _PLAIN_PATH.match(site["health_path"])):
+        raise ResolveError(
+            "%s: 'health_path' must be a path such as /healthz (letters, digits, . _ - /), got %r"
+            % (label, site["health_path"])
+        )
     plan = site["plan"]
     if plan is not None and not isinstance(plan.get("nginx") if isinstance(plan, Mapping) else None, Mapping):
         raise ResolveError("%s: 'plan' must be a flaskops.stack.gunicorn_tuning plan (it has no 'nginx' dict)" % label)
@@ -461,6 +486,15 @@ def resolve_nginx_sites(sites, facts, settings):
     _whole("nginx", "nginx_rate_limit", settings["rate_limit"])
     if settings["rate_limit_burst"] is not None:
         _whole("nginx", "nginx_rate_limit_burst", settings["rate_limit_burst"])
+    for key in ("lb_health_path", "drain_flag"):
+        value = settings[key]
+        if not (value is None and key == "lb_health_path") and not (
+            isinstance(value, str) and _PLAIN_PATH.match(value)
+        ):
+            raise ResolveError(
+                "nginx: 'nginx_%s' must be an absolute path (letters, digits, . _ - /)%s, got %r"
+                % (key, " or null" if key == "lb_health_path" else "", value)
+            )
     security_headers = _security_headers(settings["security_headers"])
     csp = settings["content_security_policy"]
     default_server_headers = _with_csp(
@@ -499,5 +533,7 @@ def resolve_nginx_sites(sites, facts, settings):
         "default_server_ports": sorted({s["listen_port"] for s in records}) or [int(settings["listen_port"])],
         "default_server_tls_ports": sorted({s["listen_tls_port"] for s in records if s["tls"]}),
         "default_server_headers": default_server_headers,
+        "lb_health_path": settings["lb_health_path"],
+        "drain_flag": settings["drain_flag"],
         "tuning": tuning,
     }

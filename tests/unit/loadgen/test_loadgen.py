@@ -207,6 +207,16 @@ def test_each_failure_kind_is_counted_exactly(base_url, path, kind, status):
     assert all(kind in sample for sample in result.samples)
 
 
+def test_a_marked_failure_is_counted_apart_from_other_statuses(base_url):
+    # /error answers 500 "boom", /missing 404 without it: only the first is the fault the marker names.
+    paths = {"err": "/error", "miss": "/missing"}
+    result = run(base_url, max_requests=60, connections=3, mix="err=1,miss=1", paths=paths, marker="boom")
+    assert result.sent == 60
+    assert result.failures["marked"] == result.endpoints["err"]["sent"] > 0
+    assert result.failures["status"] == result.endpoints["miss"]["sent"] > 0
+    assert result.failed == 60
+
+
 def test_timeout_is_counted(base_url):
     started = time.monotonic()
     result = run(base_url, max_requests=4, connections=4, timeout=0.3, mix="slow=1", paths={"slow": "/slow?s=1"})
@@ -230,6 +240,7 @@ def test_mixed_failures_match_their_endpoints_exactly(base_url):
     assert result.ok == ends["io"]["sent"] + ends["echo"]["sent"]
     assert result.failures == {
         "status": ends["err"]["sent"],
+        "marked": 0,
         "body": ends["bad"]["sent"],
         "reset": ends["drop"]["sent"],
         "refused": 0,
@@ -442,7 +453,7 @@ def test_summary_line_and_json():
         sent=10,
         ok=9,
         failed=1,
-        failures={"status": 1, "body": 0, "reset": 0, "refused": 0, "timeout": 0, "other": 0},
+        failures={"status": 1, "marked": 0, "body": 0, "reset": 0, "refused": 0, "timeout": 0, "other": 0},
         statuses={"200": 9, "502": 1},
         endpoints={},
         latency_ms={"p50": 1.0, "p90": 2.0, "p99": 3.0, "max": 4.0, "mean": 1.5, "count": 9},
@@ -459,7 +470,7 @@ def test_summary_line_and_json():
         samples=[],
     )
     assert result.summary_line(reloads=5) == (
-        "LOAD RESULT scenario=reload sent=10 failed=1 ok=9 status=1 body=0 reset=0 refused=0 timeout=0 other=0"
+        "LOAD RESULT scenario=reload sent=10 failed=1 ok=9 status=1 marked=0 body=0 reset=0 refused=0 timeout=0 other=0"
         " p50_ms=1.0 p90_ms=2.0 p99_ms=3.0 max_ms=4.0 rps=5.0 reloads=5"
     )
     assert json.loads(json.dumps(result.to_dict()))["statuses"] == {"200": 9, "502": 1}

@@ -158,6 +158,83 @@ def test_db_pool_smaller_than_workers():
     assert plan["db_pool_size"] == 1
 
 
+# 5b. A fleet sharing one database: fleet_hosts x workers x threads x 2 (reload overlap) <= db_max_connections.
+def test_fleet_database_budget_caps_each_host():
+    # 100 // (2 x 3) = 16 connections per host: 4 workers x 4 threads, where the host alone would take 4 x 32.
+    plan = gunicorn_plan(facts(3, 65536), profile="io", db_max_connections=100, fleet_hosts=3)
+    assert (plan["workers"], plan["threads"], plan["concurrency"]) == (4, 4, 16)
+    assert plan["db_connections_per_host"] == 16
+    assert plan["db_pool_size"] == 4
+    assert 3 * plan["concurrency"] * 2 <= 100
+    assert (
+        "The fleet's database budget (16 connections per host) limits the plan to 4 workers x 4 concurrent requests."
+        in plan["explain"]
+    )
+    assert (
+        "db_max_connections=100 shared by fleet_hosts=3, twice over during a reload: at most 16 connections per "
+        "host; the plan holds 4 workers x 4 threads = 16." in plan["explain"]
+    )
+
+
+def test_fleet_database_budget_is_stated_when_it_does_not_bind():
+    plan = gunicorn_plan(facts(2, 65536), profile="cpu", db_max_connections=1000, fleet_hosts=2)
+    assert plan["workers"] == 3
+    assert plan["db_connections_per_host"] == 250
+    assert (
+        "db_max_connections=1000 shared by fleet_hosts=2, twice over during a reload: at most 250 connections per "
+        "host; the plan holds 3 workers x 1 thread = 3." in plan["explain"]
+    )
+    assert not any("limits the plan" in line for line in plan["explain"])
+
+
+def test_fleet_hosts_defaults_to_one_and_without_a_limit_nothing_is_said():
+    assert gunicorn_plan(facts(3, 65536), profile="io", db_max_connections=40)["concurrency"] == 20
+    plan = gunicorn_plan(facts(3, 65536), profile="io", fleet_hosts=5)
+    assert plan == gunicorn_plan(facts(3, 65536), profile="io")
+    assert plan["db_connections_per_host"] is None
+    assert not any("db_max_connections" in line for line in plan["explain"])
+
+
+@pytest.mark.parametrize(
+    ("db_pool_max", "db_max_connections", "concurrency", "named"),
+    [
+        (12, 100, 12, "db_pool_max=12 limits"),  # the pool is the smaller cap
+        (40, 100, 16, "The fleet's database budget (16 connections per host) limits"),  # the fleet's share is
+        (16, 100, 16, "db_pool_max=16 limits"),  # equal: the pool is named
+    ],
+)
+def test_fleet_database_budget_and_db_pool_max_the_smaller_wins(db_pool_max, db_max_connections, concurrency, named):
+    plan = gunicorn_plan(
+        facts(3, 65536), profile="io", db_pool_max=db_pool_max, db_max_connections=db_max_connections, fleet_hosts=3
+    )
+    assert plan["concurrency"] == concurrency
+    assert plan["db_connections_per_host"] == 16
+    assert any(line.startswith(named) for line in plan["explain"])
+
+
+def test_fleet_database_budget_holds_when_memory_refills_threads():
+    # Memory cuts the workers, then refills their threads: never past the fleet's share.
+    plan = gunicorn_plan(
+        facts(8, 4096), profile="io", worker_rss_mb=400, thread_rss_mb=1, db_max_connections=60, fleet_hosts=2
+    )
+    assert plan["workers"] < 9
+    assert plan["concurrency"] <= 15
+
+
+@pytest.mark.parametrize(("hosts", "db_max"), [(6, 10), (1, 1), (50, 99)])
+def test_fleet_database_budget_too_small_for_one_connection_per_host(hosts, db_max):
+    with pytest.raises(TuningError) as err:
+        gunicorn_plan(facts(), db_max_connections=db_max, fleet_hosts=hosts)
+    assert err.value.field == "db_max_connections"
+    assert str(err.value) == (
+        "'db_max_connections' must be at least %d to hold fleet_hosts=%d x 1 connection x 2 (reload overlap), "
+        "got %d (int)" % (2 * hosts, hosts, db_max)
+    )
+    # The smallest limit that fits holds one worker with one thread per host.
+    plan = gunicorn_plan(facts(), db_max_connections=2 * hosts, fleet_hosts=hosts)
+    assert (plan["workers"], plan["concurrency"], plan["db_connections_per_host"]) == (1, 1, 1)
+
+
 # 7. The timeout chain.
 @pytest.mark.parametrize("keepalive", [True, False])
 @pytest.mark.parametrize("profile", ["cpu", "mixed", "io"])
@@ -246,6 +323,10 @@ def test_output_keys():
         (facts(), {"upstream_keepalive": "yes"}, "upstream_keepalive", "'yes'"),
         (facts(), {"threads": 4}, "threads", "is not a known option"),
         (facts(), {"memory_reserve_mb": 4096}, "memory_reserve_mb", "4096"),
+        (facts(), {"db_max_connections": "100"}, "db_max_connections", "'100' (str)"),
+        (facts(), {"db_max_connections": 0}, "db_max_connections", "0"),
+        (facts(), {"fleet_hosts": 0}, "fleet_hosts", "0"),
+        (facts(), {"fleet_hosts": 2.5, "db_max_connections": 100}, "fleet_hosts", "2.5"),
         ({"memtotal_mb": 1024}, {}, "processor_vcpus", "missing"),
         ({"processor_vcpus": 2}, {}, "memtotal_mb", "missing"),
         (facts(cpus="2"), {}, "processor_vcpus", "'2' (str)"),

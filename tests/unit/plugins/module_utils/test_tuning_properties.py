@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.flaskops.stack.plugins.module_utils.tuning import PROFILES, gunicorn_plan
+from ansible_collections.flaskops.stack.plugins.module_utils.tuning import PROFILES, TuningError, gunicorn_plan
 
 settings.register_profile("flaskops", max_examples=300, deadline=None, derandomize=True)
 settings.load_profile("flaskops")
@@ -50,6 +51,12 @@ def workloads(draw):
         w["min_workers"] = draw(st.integers(min_value=1, max_value=8))
         if draw(st.booleans()):
             w["max_workers"] = w["min_workers"] + draw(st.integers(min_value=0, max_value=64))
+    if draw(st.booleans()):
+        # A fleet sharing one database: at least one connection per host, twice over.
+        hosts = draw(st.integers(min_value=1, max_value=200))
+        w["db_max_connections"] = draw(st.integers(min_value=2 * hosts, max_value=20000))
+        if hosts > 1 or draw(st.booleans()):
+            w["fleet_hosts"] = hosts
     return w
 
 
@@ -87,6 +94,13 @@ def test_shape_and_memory(cpus, mem, w):
     if "db_pool_max" in w:
         assert plan["concurrency"] <= w["db_pool_max"]
         assert plan["db_pool_size"] == per_worker(plan)
+    if "db_max_connections" in w:
+        hosts = w.get("fleet_hosts", 1)
+        assert hosts * plan["concurrency"] * 2 <= w["db_max_connections"]
+        assert plan["db_connections_per_host"] == w["db_max_connections"] // (2 * hosts)
+        assert plan["db_pool_size"] == per_worker(plan)
+    else:
+        assert plan["db_connections_per_host"] is None
     if "max_workers" in w:
         assert plan["workers"] <= w["max_workers"]
     if "max_threads" in w:
@@ -146,3 +160,46 @@ def test_ample_memory_io_holds_littles_law(cpus, mem):
     """With memory to spare and no caps, concurrency covers C / f."""
     plan = gunicorn_plan(host(cpus, mem), cpu_ms=2, wait_ms=48, max_threads=10000, worker_rss_mb=20, thread_rss_mb=0)
     assert plan["concurrency"] >= math.ceil(cpus / (2 / 50))
+
+
+@given(
+    vcpus,
+    memory,
+    workloads(),
+    st.integers(min_value=1, max_value=500),
+    st.integers(min_value=1, max_value=100000),
+)
+def test_fleet_database_budget(cpus, mem, w, hosts, db_max):
+    """The whole fleet, twice over during a reload, fits the database's connection limit, or the plan is refused."""
+    w.update(db_max_connections=db_max, fleet_hosts=hosts)
+    if db_max < 2 * hosts:
+        with pytest.raises(TuningError) as err:
+            gunicorn_plan(host(cpus, mem), **w)
+        assert err.value.field == "db_max_connections"
+        return
+    plan = gunicorn_plan(host(cpus, mem), **w)
+    assert hosts * plan["concurrency"] * 2 <= db_max
+    assert plan["concurrency"] <= plan["db_connections_per_host"]
+    if "db_pool_max" in w:
+        assert plan["concurrency"] <= w["db_pool_max"]
+    assert any(
+        line.startswith("db_max_connections=%d shared by fleet_hosts=%d," % (db_max, hosts)) for line in plan["explain"]
+    )
+
+
+@given(vcpus, memory, workloads(), st.integers(min_value=1, max_value=500))
+def test_fleet_hosts_alone_change_nothing(cpus, mem, w, hosts):
+    """fleet_hosts only divides db_max_connections; without it the plan is the same."""
+    w.pop("db_max_connections", None)
+    w.pop("fleet_hosts", None)
+    assert gunicorn_plan(host(cpus, mem), fleet_hosts=hosts, **w) == gunicorn_plan(host(cpus, mem), **w)
+
+
+@given(vcpus, memory, workloads(), st.integers(min_value=1, max_value=100), st.integers(min_value=1, max_value=100))
+def test_more_hosts_never_more_connections_per_host(cpus, mem, w, h1, h2):
+    few, many = sorted((h1, h2))
+    w["db_max_connections"] = max(w.get("db_max_connections", 0), 2 * many)
+    w.pop("fleet_hosts", None)
+    fewer = gunicorn_plan(host(cpus, mem), fleet_hosts=few, **w)
+    more = gunicorn_plan(host(cpus, mem), fleet_hosts=many, **w)
+    assert more["concurrency"] <= fewer["concurrency"]

@@ -24,6 +24,7 @@ GUNICORN = {
     "socket_dir": "/run/flaskops",
     "health_retries": 30,
     "health_delay": 1,
+    "fleet_hosts": 1,
 }
 ROLES = os.path.join(os.path.dirname(resolver.__file__), "..", "..", "roles")
 
@@ -335,3 +336,35 @@ def test_bad_role_wide_setting(changes, words):
         resolve_nginx_sites([site()], FACTS, nginx_settings(**changes))
     for word in words:
         assert word in str(error.value), (word, str(error.value))
+
+
+def test_the_fleet_shares_an_apps_database_budget():
+    workload = {"profile": "io", "db_max_connections": 24}
+    alone = resolve_gunicorn_apps([gunicorn_app(workload=workload)], FACTS, GUNICORN)[0]["plan"]
+    fleet = resolve_gunicorn_apps([gunicorn_app(workload=workload)], FACTS, dict(GUNICORN, fleet_hosts=3))[0]["plan"]
+    assert (alone["db_connections_per_host"], fleet["db_connections_per_host"]) == (12, 4)
+    assert fleet["workers"] * fleet["threads"] <= 4
+    # The app's own fleet_hosts wins.
+    own = dict(workload, fleet_hosts=2)
+    mine = resolve_gunicorn_apps([gunicorn_app(workload=own)], FACTS, dict(GUNICORN, fleet_hosts=3))[0]["plan"]
+    assert mine["db_connections_per_host"] == 6
+
+
+def test_a_bad_fleet_size_is_named():
+    workload = {"db_max_connections": 24}
+    with pytest.raises(ResolveError, match="'gunicorn_fleet_hosts' must be a whole number of at least 1"):
+        resolve_gunicorn_apps([gunicorn_app(workload=workload)], FACTS, dict(GUNICORN, fleet_hosts=0))
+
+
+def test_nginx_sites_get_the_apps_health_path_and_check_it():
+    resolved = resolve_nginx_sites([site(health_path="/up")], FACTS, nginx_settings())
+    assert resolved["sites"][0]["health_path"] == "/up"
+    assert (resolved["lb_health_path"], resolved["drain_flag"]) == (
+        "/flaskops/lb-health",
+        "/var/lib/flaskops-nginx/drained",
+    )
+    with pytest.raises(ResolveError, match="'health_path' must be a path"):
+        resolve_nginx_sites([site(health_path="/up;return")], FACTS, nginx_settings())
+    with pytest.raises(ResolveError, match="'nginx_drain_flag' must be an absolute path"):
+        resolve_nginx_sites([], FACTS, nginx_settings(drain_flag="drained"))
+    assert resolve_nginx_sites([], FACTS, nginx_settings(lb_health_path=None))["lb_health_path"] is None
