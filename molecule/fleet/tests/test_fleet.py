@@ -245,7 +245,7 @@ def test_host_down_during_a_rollout_is_routed_around_and_reported(app, lb, load,
         while not watch.drained and time.monotonic() < deadline and play.poll() is None:
             time.sleep(0.2)
         subprocess.run(["podman", "stop", "--time", "60", down], check=True, capture_output=True)
-        stdout, _ = play.communicate(timeout=900)
+        stdout = play.communicate(timeout=900)[0]
         stopped = time.monotonic()
         # Keep the load on a while with the host gone: the pool must not send it anything.
         while time.monotonic() - stopped < 5:

@@ -35,7 +35,7 @@ class FakeRuntimeApi:
 
     def serve(self):
         while True:
-            conn, _ = self.listener.accept()
+            conn = self.listener.accept()[0]
             with conn:
                 command = conn.makefile().readline().strip()
                 self.commands.append(command)
