@@ -89,7 +89,10 @@ docs: venv link ## Regenerate the README tables from the real model
 # Test hosts: podman systemd containers from images built with debootstrap
 # (tools/testhost, no registry needed). Needs root.
 TESTHOST := tools/testhost/testhost.sh
-SCENARIOS := smoke default preflight reload resilience faults fleet
+SCENARIOS := smoke default preflight reload resilience faults
+# The fleet scenario (about 15 minutes) is not part of make test yet: with it the whole run would take
+# about 70 minutes, over the 60 the project allows itself; `make fleet` runs it alone.
+FLEET_SCENARIO := fleet
 # The verifiers' LOAD RESULT and SECURITY RESULT lines, one file per scenario, printed after it.
 RESULTS_DIR := $(CURDIR)/.build/results
 # molecule with the pinned tools first on PATH and the scenarios under molecule/; callers add
@@ -110,6 +113,12 @@ molecule: venv link installed testhost ## molecule test, every scenario, one aft
 	  if [ -f $(RESULTS_DIR)/$$scenario.txt ]; then cat $(RESULTS_DIR)/$$scenario.txt; fi; \
 	  echo "SCENARIO RESULT scenario=$$scenario seconds=$$(( $$(date +%s) - start ))"; \
 	done
+
+.PHONY: fleet
+fleet: venv link testhost ## The fleet scenario alone: three app hosts behind HAProxy, rolling changes under load (~15 min)
+	@mkdir -p $(RESULTS_DIR); rm -f $(RESULTS_DIR)/fleet.txt; start=$$(date +%s); \
+	FLASKOPS_RESULTS_FILE=$(RESULTS_DIR)/fleet.txt $(MOLECULE) test -s $(FLEET_SCENARIO); \
+	cat $(RESULTS_DIR)/fleet.txt; echo "SCENARIO RESULT scenario=fleet seconds=$$(( $$(date +%s) - start ))"
 
 # The faults scenario's reload_soak case alone, with 1000 HUPs instead of make test's 100. Its
 # result, with the commit it ran on, is committed as SOAK_RESULT.
