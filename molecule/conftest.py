@@ -4,12 +4,11 @@ pytest loads this file for every scenario because .config/molecule/config.yml pa
 option ``--confcutdir=<collection root>/molecule``.
 
 ``host``
-    molecule hands testinfra its ansible backend. testinfra cannot map Ansible's podman connection to
-    one of its own backends, so with it every ``host.run``, ``host.file``, ``host.service`` ... runs an
-    ``ansible -m shell`` (about 1 s each). For podman instances this fixture returns the podman
-    backend instead (``podman exec``, a few tens of ms), while ``host.ansible(...)`` stays on the
-    ansible backend: Ansible modules and facts (``host.ansible("setup")``) work as before.
-    ``--force-ansible`` (verifier option ``force-ansible: true``) keeps the ansible backend for all.
+    molecule hands testinfra its ansible backend; the scenarios connect over SSH (see
+    .config/molecule/config.yml), so testinfra runs ``host.run``, ``host.file`` ... over its own ssh
+    backend through the same ProxyCommand and a shared control connection (a few ms each), and
+    ``host.ansible(...)`` runs Ansible modules. ``container(host)`` names the instance's podman
+    container (the scenarios name their instances after their containers).
 
 ``ansible_facts``
     ``host.ansible("setup")["ansible_facts"]``, gathered once per test module.
@@ -62,12 +61,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import testinfra
 
 from ansible_collections.flaskops.stack.plugins.filter.gunicorn_tuning import gunicorn_tuning
 
 JOURNAL_LINES = 200
-PODMAN_CONNECTIONS = frozenset({"podman", "containers.podman.podman"})
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -77,32 +74,15 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def fast_host(ansible_host: Any) -> Any:
-    """The podman-backed twin of a testinfra host on the ansible backend, or the host itself.
-
-    The twin shares the ansible host's ``ansible`` module, so ``twin.ansible(...)`` still runs Ansible.
-    """
-    backend = ansible_host.backend
-    if backend.NAME != "ansible" or backend.force_ansible:
-        return ansible_host
-    hostvars = backend.ansible_runner.get_variables(backend.host)
-    if hostvars.get("ansible_connection") not in PODMAN_CONNECTIONS:
-        return ansible_host
-    if hostvars.get("ansible_podman_executable", "podman") != "podman":
-        # testinfra's podman backend always runs `podman`.
-        return ansible_host
-    container = hostvars.get("ansible_podman_host") or hostvars.get("ansible_host") or backend.host
-    user = hostvars.get("ansible_user")
-    twin = testinfra.get_host(f"podman://{user}@{container}" if user else f"podman://{container}")
-    # Host.__getattr__ creates modules on first use; an attribute set here takes precedence.
-    twin.ansible = ansible_host.ansible
-    return twin
-
-
 @pytest.fixture(scope="module")
 def host(_testinfra_host: Any) -> Any:
-    """The instance under test: podman backend for commands, ansible backend for ``host.ansible``."""
-    return fast_host(_testinfra_host)
+    """The instance under test."""
+    return _testinfra_host
+
+
+def container(host: Any) -> str:
+    """The podman container of the instance ``host`` (its inventory name)."""
+    return str(host.backend.hostname)
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +176,7 @@ def check_run_changes_nothing() -> None:
 
 def published_address(host: Any, port: int) -> str:
     """``127.0.0.1:<n>``: where the controller reaches the instance's ``port`` (molecule's published_ports)."""
-    out = subprocess.run(["podman", "port", host.backend.name, str(port)], capture_output=True, text=True, check=True)
+    out = subprocess.run(["podman", "port", container(host), str(port)], capture_output=True, text=True, check=True)
     return out.stdout.split()[0]
 
 

@@ -24,19 +24,25 @@ readonly LABEL_SUITE=flaskops.testhost.suite
 
 # Host packages. runc because crun refuses this host's hybrid cgroup layout;
 # netavark + iptables for the default network and published ports; openssl
-# for the verifiers' TLS checks (s_client).
+# for the verifiers' TLS checks (s_client); openssh-client because the molecule
+# scenarios reach their instances over SSH, as Ansible reaches real hosts.
 readonly HOST_PACKAGES=(
   podman runc conmon netavark aardvark-dns iptables uidmap fuse-overlayfs
   slirp4netns catatonit debootstrap debian-archive-keyring ca-certificates wrk
-  openssl
+  openssl openssh-client
 )
 
 # trixie keys (automatic + stable release key) arrived in this bookworm update.
 readonly KEYRING_MIN_VERSION=2023.3+deb12u2
 
 # Packages bootstrapped into every image (besides the minbase set).
+# openssh-server: the molecule scenarios connect with Ansible's ssh connection
+# (pipelining on), each connection an `sshd -i` started by `podman exec` (see
+# .config/molecule/config.yml): about three times faster a task than Ansible's
+# podman connection, and the transport users have.
 readonly IMAGE_PACKAGES=(
   systemd systemd-sysv dbus python3 python3-apt ca-certificates procps iproute2 curl
+  openssh-server
 )
 
 # Units masked per suite, each because it was seen to fail in a container:

@@ -12,11 +12,10 @@ import json
 import math
 import os
 import re
-import subprocess
 import urllib.request
 import uuid
 
-from conftest import check_run_changes_nothing
+from conftest import check_run_changes_nothing, published_address
 
 from ansible_collections.flaskops.stack.plugins.filter.gunicorn_tuning import gunicorn_tuning
 from ansible_collections.flaskops.stack.plugins.filter.nginx_tuning import nginx_tuning
@@ -132,8 +131,7 @@ def test_pages_and_health_through_nginx(host, apps):
 
 
 def test_published_port_reaches_nginx_from_the_controller(host):
-    port = subprocess.run(["podman", "port", host.backend.name, "80"], capture_output=True, text=True, check=True)
-    address = port.stdout.split()[0]
+    address = published_address(host, 80)
     with urllib.request.urlopen("http://%s/healthz" % address, timeout=10) as response:
         assert response.status == 200
         assert json.load(response)["status"] == "ok"

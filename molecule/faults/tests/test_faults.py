@@ -27,6 +27,7 @@ import pytest
 from conftest import (
     PROJECT,
     Load,
+    container,
     copy_source,
     failures_text,
     live_release,
@@ -317,8 +318,8 @@ def test_reboot_serves_the_live_release_and_its_data_through_a_socket_that_came_
     before = write_rows(nginx_url, 10, "reboot")
     live = complete_release(host)
     # A clean reboot: podman stops the instance's systemd (SIGRTMIN+3), which stops every service, then boots it.
-    subprocess.run(["podman", "restart", "--time", "120", host.backend.name], check=True, capture_output=True)
-    subprocess.run([TESTHOST, "pin", host.backend.name], check=True, capture_output=True)
+    subprocess.run(["podman", "restart", "--time", "120", container(host)], check=True, capture_output=True)
+    subprocess.run([TESTHOST, "pin", container(host)], check=True, capture_output=True)
     # nginx is up before the app's socket is not: its first answer after the boot is the app's 200, not a 502.
     assert first_answer(nginx_url) == 200
     with Load(nginx_url, *LOAD_ARGS) as load:
@@ -357,7 +358,7 @@ def test_reload_soak_hups_back_to_back_at_80_percent_of_capacity_fail_nothing_an
     # The driver runs on the instance, beside the collection's readiness check, as the roles reload.
     host.check_output("mkdir -p %s", SOAK_DIR)
     for path in (HUP_SOAK, READINESS):
-        subprocess.run(["podman", "cp", str(path), f"{host.backend.name}:{SOAK_DIR}/"], check=True)
+        subprocess.run(["podman", "cp", str(path), f"{container(host)}:{SOAK_DIR}/"], check=True)
     restarts = unit_property(host, f"{APP}.service", "NRestarts")
     with Load(nginx_url, *SOAK_CONNECTIONS, "--rate", str(rate), *MIX, duration=7200) as load:
         start = load.progress()

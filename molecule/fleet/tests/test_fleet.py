@@ -32,6 +32,7 @@ import testinfra
 from conftest import (
     PROJECT,
     Load,
+    container,
     copy_source,
     failures_text,
     playbook_command,
@@ -120,7 +121,7 @@ class Watcher:
 
 @pytest.fixture
 def lb(host) -> str:
-    return host.backend.name
+    return container(host)
 
 
 @pytest.fixture
