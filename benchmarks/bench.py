@@ -541,7 +541,7 @@ def targets(summary: dict, memory: dict) -> dict:
 
 BENCH_LINE = (
     "BENCH RESULT workload={workload} cpus={cpus} conns={conns} ratio_plan_vs_best={plan_vs_best} "
-    "ratio_profile_vs_best={profile_vs_best} ratio_plan_vs_rule={plan_vs_rule} "
+    "p99_plan_vs_best={plan_p99_vs_best} ratio_profile_vs_best={profile_vs_best} ratio_plan_vs_rule={plan_vs_rule} "
     "ratio_plan_vs_default={plan_vs_default}"
 )
 

@@ -28,7 +28,8 @@ RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR", "")).resolve()
 PROFILE = bench.PROFILES["smoke"]
 LINE = re.compile(
     r"^BENCH RESULT workload=(\w+) cpus=(\d+) conns=(\d+) ratio_plan_vs_best=(\d+\.\d\d) "
-    r"ratio_profile_vs_best=(\d+\.\d\d) ratio_plan_vs_rule=(\d+\.\d\d) ratio_plan_vs_default=(\d+\.\d\d)$"
+    r"p99_plan_vs_best=(\d+\.\d\d) ratio_profile_vs_best=(\d+\.\d\d) ratio_plan_vs_rule=(\d+\.\d\d) "
+    r"ratio_plan_vs_default=(\d+\.\d\d)$"
 )
 
 pytestmark = pytest.mark.skipif(

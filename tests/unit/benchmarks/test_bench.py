@@ -184,11 +184,14 @@ def test_targets_fail_where_the_plan_falls_short():
 
 
 def test_bench_lines_follow_the_documented_format():
-    cell = _cell({"default": [10], "rule": [50], "profile": [95], "plan": [99], "grid sync 3x1": [100]})
+    cell = _cell(
+        {"default": [10], "rule": [50], "profile": [95], "plan": [99], "grid sync 3x1": [100]},
+        {"plan": 15.0, "grid sync 3x1": 10.0},
+    )
     cell.update(workload="cpu", cpus=2, summary=bench.summarize(cell, (64,)))
     assert bench.bench_lines([cell]) == [
-        "BENCH RESULT workload=cpu cpus=2 conns=64 ratio_plan_vs_best=0.99 ratio_profile_vs_best=0.95 "
-        "ratio_plan_vs_rule=1.98 ratio_plan_vs_default=9.90"
+        "BENCH RESULT workload=cpu cpus=2 conns=64 ratio_plan_vs_best=0.99 p99_plan_vs_best=1.50 "
+        "ratio_profile_vs_best=0.95 ratio_plan_vs_rule=1.98 ratio_plan_vs_default=9.90"
     ]
 
 
