@@ -3,7 +3,7 @@
 pytest loads this file for every scenario because .config/molecule/config.yml passes the verifier
 option ``--confcutdir=<collection root>/molecule``.
 
-``host``
+``host`` (testinfra's own fixture)
     molecule hands testinfra its ansible backend; the scenarios connect over SSH (see
     .config/molecule/config.yml), so testinfra runs ``host.run``, ``host.file`` ... over its own ssh
     backend through the same ProxyCommand and a shared control connection (a few ms each), and
@@ -72,12 +72,6 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "journal_units(*units): systemd units whose journal is printed when the test fails",
     )
-
-
-@pytest.fixture(scope="module")
-def host(_testinfra_host: Any) -> Any:
-    """The instance under test."""
-    return _testinfra_host
 
 
 def container(host: Any) -> str:
