@@ -19,7 +19,9 @@ description:
     until its sessions and queued requests reach zero, or fails after O(timeout) seconds naming the server and
     what is left.
   - O(state=ready) clears C(drain) and maintenance and, with O(wait), waits until every backend's health checks
-    see the server up, or fails after O(timeout) seconds naming the backend, the status and the last check.
+    see the server up, or fails after O(timeout) seconds naming the backend, the status and the last check. Up
+    means status C(UP) after a health check that passed; every server starts C(UP) when HAProxy starts or
+    reloads, before its first check, and that does not count.
   - O(state=read) changes nothing and returns the counters (for an error rate over a window, read twice).
 options:
   socket:
@@ -170,10 +172,20 @@ def _summary(row):
     }
 
 
+# check_status of a health check that passed ("* " before it marks a check in progress).
+_CHECK_PASSED = frozenset(("L4OK", "L6OK", "L7OK", "L7OKC"))
+
+
+def _up(row):
+    """Up by a health check that passed: not the UP every server starts in when HAProxy starts or
+    reloads (its first check not done: INI), nor UP while its checks fail ("UP 1/3", going down)."""
+    return row.get("status") == "UP" and row.get("check_status", "").lstrip("* ") in _CHECK_PASSED
+
+
 def _settled(state, rows):
     if state == "drained":
         return all(_number(r, "scur") == 0 and _number(r, "qcur") == 0 for r in rows)
-    return all(r.get("status", "").startswith("UP") for r in rows)
+    return all(_up(r) for r in rows)
 
 
 def _unsettled(state, server, rows, timeout):
@@ -187,7 +199,7 @@ def _unsettled(state, server, rows, timeout):
     down = ", ".join(
         "%s: %s, last check %s" % (r["pxname"], r.get("status", "?"), _summary(r)["check"] or "none")
         for r in rows
-        if not r.get("status", "").startswith("UP")
+        if not _up(r)
     )
     return "server %s is not up after %ds (%s)" % (server, timeout, down)
 

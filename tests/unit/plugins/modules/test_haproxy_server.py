@@ -24,7 +24,8 @@ class FakeRuntimeApi:
 
     ``servers`` maps (backend, server) to a dict with ``admin`` (bits), ``op`` (2 running), ``sessions``.
     A drained server's sessions fall by one at each ``show stat``; a readied one is up at once, unless
-    ``stuck`` holds its sessions (drain) or ``down`` keeps its checks failing (ready)."""
+    ``stuck`` holds its sessions (drain) or ``down`` keeps its checks failing (ready); ``check`` is the
+    last check's status (default L7OK)."""
 
     def __init__(self, path, servers):
         self.path, self.servers, self.commands = str(path), servers, []
@@ -54,7 +55,8 @@ class FakeRuntimeApi:
             for (backend, name), srv in self.servers.items():
                 if srv["admin"] & 0x08 and srv["sessions"] and not srv.get("stuck"):
                     srv["sessions"] -= 1
-                lines.append(f"{backend},{name},0,{srv['sessions']},{self.status(srv)},L7OK,200,10,1,")
+                check = srv.get("check", "L7OK")
+                lines.append(f"{backend},{name},0,{srv['sessions']},{self.status(srv)},{check},200,10,1,")
             lines.append("front,FRONTEND,,0,OPEN,,,0,0,")
             return "\n".join(lines) + "\n\n"
         if command == "show servers state":
@@ -137,6 +139,22 @@ def test_ready_that_never_comes_up_fails_naming_the_backend_and_check(api, capsy
     result = run_module({"socket": fake.path, "server": "web1", "state": "ready", "timeout": 1}, capsys)
     assert result["failed"] is True
     assert "server web1 is not up after 1s (app_a: DOWN, last check L7OK 200" in result["msg"]
+
+
+@pytest.mark.parametrize("check", ["INI", "* INI", "L7STS"])
+def test_up_before_a_check_passed_is_not_up(api, capsys, check):
+    # Every server is UP when HAProxy starts or reloads, before its first check (INI); or UP while
+    # its checks fail, before "fall" of them. Neither is a host the health checks see up.
+    fake = api(admin=0x08, check=check)
+    result = run_module({"socket": fake.path, "server": "web1", "state": "ready", "timeout": 1}, capsys)
+    assert result["failed"] is True
+    assert f"server web1 is not up after 1s (app_a: UP, last check {check} 200, app_b: UP" in result["msg"]
+
+
+def test_up_with_a_check_in_progress_after_one_that_passed_is_up(api, capsys):
+    fake = api(admin=0x08, check="* L7OK")
+    result = run_module({"socket": fake.path, "server": "web1", "state": "ready", "timeout": 1}, capsys)
+    assert result["changed"] is True and "failed" not in result
 
 
 def test_check_mode_reports_the_change_and_sends_nothing(api, capsys):
