@@ -11,7 +11,8 @@ Two modes:
 
 * ``load`` (default): ``--connections`` threads, each with its own persistent HTTP/1.1
   connection (or a new one per request), sending a weighted mix of ``GET /io``, ``GET /cpu``
-  and ``POST /echo`` (random body, the reply must equal it).
+  and ``POST /echo`` (random body, the reply must equal it); with ``--open-loop``, requests are due
+  at ``--rate`` whatever the answers and latency counts from the due time.
 * ``connect``: a rate-bounded loop of fresh TCP connections, each carrying one
   ``GET /healthz``: counts refused connections and failed requests across restarts.
 
@@ -103,6 +104,10 @@ class Config:
     # A non-2xx response whose body holds this text is counted as "marked", not "status": a fault a
     # test caused on purpose (a release that answers 500), told apart from every other failure.
     marker: str | None = None
+    # Open loop (load mode, needs rate): requests are due on a fixed schedule whatever the answers, and
+    # a request's latency counts from when it was due, so the time it waited for a free connection
+    # (the server being slow) is in it. A closed loop hides that queueing (coordinated omission).
+    open_loop: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +140,7 @@ class _Plan:
     processes: int
     progress_interval: float
     marker: bytes | None = None
+    open_loop: bool = False
 
     def choose(self, roll: float) -> Endpoint:
         return self.endpoints[min(bisect.bisect_right(self.cumulative, roll), len(self.endpoints) - 1)]
@@ -313,6 +319,8 @@ def make_plan(config: Config) -> _Plan:
         raise ConfigError("--processes (%d) cannot exceed --connections (%d)" % (processes, connections))
     rate = config.rate if config.rate is not None else DEFAULT_RATE[config.mode]
     rate = 0.0 if rate == 0 else _positive(rate, "--rate", float)
+    if config.open_loop and (config.mode != "load" or not rate):
+        raise ConfigError("--open-loop needs load mode and a --rate (the schedule requests are due on)")
     timeout = _positive(config.timeout, "--timeout", float, MAX_DURATION)
     interval = _positive(config.progress_interval, "progress interval", float)
     echo_min, echo_max = _echo_sizes(config)
@@ -342,6 +350,7 @@ def make_plan(config: Config) -> _Plan:
         processes=processes,
         progress_interval=interval,
         marker=config.marker.encode() if config.marker else None,
+        open_loop=bool(config.open_loop),
     )
 
 
@@ -409,6 +418,7 @@ def _empty_counts(names) -> dict:
         "endpoints": {name: {"sent": 0, "ok": 0, "failed": 0} for name in names},
         "latency": Histogram().state(),
         "connect": Histogram().state(),
+        "lag": Histogram().state(),
         "connections_opened": 0,
         "idle_closed": 0,
         "reset_on_reuse": 0,
@@ -418,7 +428,7 @@ def _empty_counts(names) -> dict:
 def merge_counts(snapshots, names) -> dict:
     """Sum counter snapshots (from threads or processes) into one."""
     total = _empty_counts(names)
-    latency, connect = Histogram(), Histogram()
+    latency, connect, lag = Histogram(), Histogram(), Histogram()
     for snap in snapshots:
         for key in ("sent", "ok", "connections_opened", "idle_closed", "reset_on_reuse"):
             total[key] += snap[key]
@@ -432,7 +442,8 @@ def merge_counts(snapshots, names) -> dict:
                 into[key] += count
         latency.merge_state(snap["latency"])
         connect.merge_state(snap["connect"])
-    total["latency"], total["connect"] = latency.state(), connect.state()
+        lag.merge_state(snap["lag"])
+    total["latency"], total["connect"], total["lag"] = latency.state(), connect.state(), lag.state()
     return total
 
 
@@ -448,6 +459,7 @@ class _Counter:
         self.endpoints = {name: {"sent": 0, "ok": 0, "failed": 0} for name in names}
         self.latency = Histogram()
         self.connect = Histogram()
+        self.lag = Histogram()  # open loop: how late each request went out after it was due
         self.connections_opened = 0
         self.idle_closed = 0
         self.reset_on_reuse = 0
@@ -462,6 +474,7 @@ class _Counter:
                 "endpoints": {name: dict(counts) for name, counts in self.endpoints.items()},
                 "latency": self.latency.state(),
                 "connect": self.connect.state(),
+                "lag": self.lag.state(),
                 "connections_opened": self.connections_opened,
                 "idle_closed": self.idle_closed,
                 "reset_on_reuse": self.reset_on_reuse,
@@ -495,24 +508,30 @@ def _closed_by_peer(sock) -> bool:
 
 
 class _Pacer:
-    """Spaces request starts to a total rate (0 = unbounded)."""
+    """Spaces request starts to a total rate (0 = unbounded). Closed loop: a start that comes late
+    pushes the later ones back. Open loop: the schedule never slips; a late start keeps its due time."""
 
-    def __init__(self, rate: float):
+    def __init__(self, rate: float, open_loop: bool = False):
         self.interval = 1.0 / rate if rate else 0.0
+        self.open_loop = open_loop
         self.lock = threading.Lock()
         self.next = 0.0
 
-    def wait(self, halt: threading.Event) -> bool:
+    def slot(self, halt: threading.Event) -> float | None:
+        """Wait for the next start; return when it was due (time.monotonic), or None once halted."""
+        now = time.monotonic()
         if not self.interval:
-            return not halt.is_set()
+            return None if halt.is_set() else now
         with self.lock:
-            now = time.monotonic()
-            slot = max(now, self.next)
+            if self.open_loop:
+                slot = self.next = self.next or now
+            else:
+                slot = max(now, self.next)
             self.next = slot + self.interval
         delay = slot - now
-        if delay > 0:
-            return not halt.wait(delay)
-        return not halt.is_set()
+        if delay > 0 and halt.wait(delay):
+            return None
+        return None if halt.is_set() else slot
 
 
 class _Tickets:
@@ -537,7 +556,7 @@ class _Tickets:
 class _Shared:
     def __init__(self, plan: _Plan, on_ready: Callable[[], None] | None):
         self.halt = threading.Event()
-        self.pacer = _Pacer(plan.rate)
+        self.pacer = _Pacer(plan.rate, plan.open_loop)
         self.tickets = _Tickets(plan.max_requests)
         self.on_ready = on_ready
         self.ready = threading.Event()
@@ -572,6 +591,7 @@ class _Attempt:
     status: int = 0
     data: bytes = b""
     elapsed: float = 0.0
+    lag: float = 0.0
 
 
 def _response_failure(
@@ -602,9 +622,10 @@ class _Worker:
         shared = self.shared
         try:
             while not shared.halt.is_set():
-                if not shared.pacer.wait(shared.halt) or not shared.tickets.take():
+                due = shared.pacer.slot(shared.halt)
+                if due is None or not shared.tickets.take():
                     break
-                self.request(self.plan.choose(self.rng.random()))
+                self.request(self.plan.choose(self.rng.random()), due if self.plan.open_loop else None)
         finally:
             self.drop()
 
@@ -644,17 +665,20 @@ class _Worker:
             headers["Content-Type"] = "application/json"
         return body, headers
 
-    def request(self, endpoint: Endpoint) -> None:
-        """Send one request, count its outcome and sample what went wrong."""
+    def request(self, endpoint: Endpoint, due: float | None = None) -> None:
+        """Send one request, count its outcome and sample what went wrong. ``due`` (open loop): when it
+        was due; its latency then counts from then."""
         body, headers = self.prepare(endpoint)
         attempt = _Attempt(started=time.perf_counter())
+        if due is not None:
+            attempt.lag = max(0.0, time.monotonic() - due)
         try:
             self.exchange(endpoint, body, headers, attempt)
         except Exception as exc:
             self.drop()
             self.count_error(endpoint, attempt, exc)
             return
-        attempt.elapsed = time.perf_counter() - attempt.started
+        attempt.elapsed = time.perf_counter() - attempt.started + attempt.lag
         if self.plan.new_connection:
             self.drop()
         kind = _response_failure(endpoint, attempt, body, self.plan.marker)
@@ -727,6 +751,8 @@ class _Worker:
             counter.idle_closed += attempt.idle_closed
             if attempt.connect_s is not None:
                 counter.connect.add(attempt.connect_s)
+            if self.plan.open_loop:
+                counter.lag.add(attempt.lag)
             if kind is None:
                 counter.ok += 1
                 counts["ok"] += 1
@@ -973,6 +999,8 @@ class Result:
     unfinished: int
     stopped_by: str
     samples: list
+    open_loop: bool = False
+    lag_ms: dict = dataclasses.field(default_factory=dict)  # open loop: start - due, every request answered
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -1051,9 +1079,10 @@ def run(config: Config | Mapping, stop: threading.Event | None = None) -> Result
     counts, elapsed = outcome["counts"], outcome["elapsed"]
     if config.progress_file:
         _write_atomic(config.progress_file, json.dumps(_progress_doc(counts, elapsed, False, None)) + "\n")
-    latency, connect = Histogram(), Histogram()
+    latency, connect, lag = Histogram(), Histogram(), Histogram()
     latency.merge_state(counts["latency"])
     connect.merge_state(counts["connect"])
+    lag.merge_state(counts["lag"])
     result = Result(
         labels={str(k): str(v) for k, v in (config.labels or {}).items()},
         mode=plan.mode,
@@ -1076,6 +1105,8 @@ def run(config: Config | Mapping, stop: threading.Event | None = None) -> Result
         unfinished=outcome["unfinished"],
         stopped_by=outcome["stopped_by"],
         samples=outcome["samples"],
+        open_loop=plan.open_loop,
+        lag_ms=lag.summary() if plan.open_loop else {},
     )
     if config.result_file:
         _write_atomic(config.result_file, json.dumps(result.to_dict()) + "\n")
@@ -1110,6 +1141,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=10.0, help="socket timeout per request, seconds")
     parser.add_argument("--new-connection-per-request", action="store_true", help="no keep-alive")
     parser.add_argument("--rate", type=float, help="total requests/s cap (load: unbounded, connect: 100)")
+    parser.add_argument(
+        "--open-loop", action="store_true", help="requests due at --rate whatever the answers; latency from due time"
+    )
     parser.add_argument("--echo-size", default="256-4096", metavar="MIN-MAX", help="echo body size in bytes")
     parser.add_argument("--ready-file", help="written once the first request succeeded")
     parser.add_argument("--progress-file", help="JSON with the current counts, rewritten every second")
@@ -1166,6 +1200,7 @@ def config_from_args(argv: list[str]) -> Config:
         seed=args.seed,
         processes=args.processes,
         marker=args.marker,
+        open_loop=args.open_loop,
     )
 
 

@@ -326,6 +326,37 @@ def test_duration_bounds_the_run(base_url):
     assert result.failed == 0
 
 
+# --- open loop ------------------------------------------------------------------------------------
+
+
+def test_open_loop_counts_the_wait_for_a_connection_that_a_closed_loop_hides(base_url):
+    # One connection, 50 ms a request: it can answer 20/s. Asked for 40/s for 1 s, a closed loop
+    # just sends slower and sees 50 ms; the open loop's requests fall further behind their due
+    # times, up to about half a second by the end, and its latency says so.
+    slow = {"mix": "s=1", "paths": {"s": "/slow?s=0.05"}, "connections": 1, "rate": 40, "duration": 1}
+    closed = run(base_url, **slow)
+    opened = run(base_url, open_loop=True, **slow)
+    assert (closed.failed, opened.failed, closed.open_loop, opened.open_loop) == (0, 0, False, True)
+    assert closed.latency_ms["p99"] < 150, closed.latency_ms
+    assert opened.latency_ms["p99"] > 300, opened.latency_ms
+    assert opened.lag_ms["max"] > 250 and opened.lag_ms["count"] == opened.ok, opened.lag_ms
+    assert closed.lag_ms == {}
+
+
+def test_open_loop_with_enough_connections_keeps_to_its_schedule(base_url):
+    result = run(base_url, mix="s=1", paths={"s": "/slow?s=0.05"}, connections=8, rate=40, duration=1, open_loop=True)
+    assert result.failed == 0
+    assert 30 <= result.sent <= 48, result.to_dict()
+    assert result.latency_ms["p50"] < 120, result.latency_ms
+    assert result.lag_ms["p50"] < 20, result.lag_ms
+
+
+@pytest.mark.parametrize("options", [{"open_loop": True}, {"open_loop": True, "mode": "connect", "rate": 10}])
+def test_open_loop_needs_load_mode_and_a_rate(base_url, options):
+    with pytest.raises(loadgen.ConfigError, match="--open-loop needs load mode and a --rate"):
+        run(base_url, **options)
+
+
 # --- stopping, ready and progress files -----------------------------------------------------------
 
 
