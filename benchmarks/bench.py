@@ -51,6 +51,9 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # after choosing the backend
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools" / "loadgen"))
+import loadgen  # noqa: E402  (the project's own load generator: the open-loop runs)
+
 REMOTE = Path(__file__).resolve().parent / "remote.py"
 READINESS = Path(__file__).resolve().parent.parent / "plugins" / "module_utils" / "readiness.py"
 #: Where remote.py imports readiness.py from inside a bench host (remote.READINESS_DIR).
@@ -94,6 +97,15 @@ COST_SAMPLES = 20
 #: Load during the HUP whose memory peak is measured: seconds before and after the HUP.
 HUP_LEAD_S = 1
 HUP_TAIL_S = 3
+#: Open loop: requests due at this share of the best configuration's most requests/s (a closed-loop
+#: client like wrk waits for answers before it sends more, and so never sees a queue grow).
+OPEN_LOAD = 0.8
+OPEN_REPEATS = 2
+#: loadgen's processes for the open-loop runs (the rate and connections split over them), and the fewest
+#: connections they get: enough that a request is late only when the server is (the profile's most
+#: connections when it has more).
+OPEN_PROCESSES = 2
+OPEN_MIN_CONNECTIONS = 64
 
 
 @dataclass(frozen=True)
@@ -110,6 +122,8 @@ class Profile:
     grid_threads: tuple[int, ...]
     #: extra workers over the CPU count for the grid: each entry n gives workers = cpus * n[0] + n[1]
     grid_workers: tuple[tuple[int, int], ...]
+    #: seconds of each open-loop run
+    open_seconds: int
 
 
 PROFILES = {
@@ -123,6 +137,7 @@ PROFILES = {
         screen_seconds=2,
         grid_threads=(1, 4, 16, 64),
         grid_workers=((1, 0), (1, 1), (2, 1)),
+        open_seconds=5,
     ),
     "quick": Profile(
         name="quick",
@@ -134,6 +149,7 @@ PROFILES = {
         screen_seconds=2,
         grid_threads=(1, 8, 32),
         grid_workers=((1, 1), (2, 1)),
+        open_seconds=4,
     ),
     "smoke": Profile(
         name="smoke",
@@ -145,6 +161,7 @@ PROFILES = {
         screen_seconds=1,
         grid_threads=(1, 8),
         grid_workers=((1, 1),),
+        open_seconds=1,
     ),
 }
 
@@ -253,6 +270,33 @@ def wrk(port: int, path: str, connections: int, seconds: float) -> dict:
     return parse_wrk(result.stdout)
 
 
+def open_loop_run(port: int, path: str, rate: float, connections: int, seconds: float) -> dict:
+    """An open-loop run with loadgen: requests due at ``rate``/s whatever the answers, latency from the due time."""
+    result = loadgen.run(
+        loadgen.Config(
+            url="http://127.0.0.1:%d" % port,
+            duration=seconds,
+            connections=connections,
+            processes=OPEN_PROCESSES,
+            mix="w=1",
+            paths={"w": path},
+            host_header=SERVER_NAME,
+            timeout=WRK_TIMEOUT_S,
+            rate=rate,
+            open_loop=True,
+        )
+    )
+    return {
+        "sent": result.sent,
+        "ok": result.ok,
+        "errors": result.failed,
+        "rps": result.ok / result.elapsed_s if result.elapsed_s else 0.0,
+        "p50_ms": result.latency_ms["p50"],
+        "p99_ms": result.latency_ms["p99"],
+        "lag_p99_ms": result.lag_ms.get("p99"),
+    }
+
+
 # --- Bench hosts ---------------------------------------------------------------------------------
 
 
@@ -263,6 +307,7 @@ class BenchHost:
         self.cpus = cpus
         self.name = "%s-c%d" % (prefix, cpus)
         self.port = 0
+        self.cpu_stat = ""
 
     def create(self) -> None:
         subprocess.run(["podman", "rm", "--force", "--ignore", self.name], check=True, capture_output=True)
@@ -294,6 +339,34 @@ class BenchHost:
             ["podman", "port", self.name, "80"], check=True, capture_output=True, text=True
         ).stdout.split()[0]
         self.port = int(published.rsplit(":", 1)[1])
+        self.cpu_stat = self.find_cpu_stat()
+
+    def find_cpu_stat(self) -> str:
+        """The file on this machine that counts the container's CPU time: its cgroup's cpuacct.usage (v1) or
+        cpu.stat (v2, alone or beside v1 as the unified hierarchy)."""
+        group = subprocess.run(
+            ["podman", "inspect", "--format", "{{.State.CgroupPath}}", self.name],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        candidates = [
+            "/sys/fs/cgroup/cpuacct%s/cpuacct.usage" % group,
+            "/sys/fs/cgroup%s/cpu.stat" % group,
+            "/sys/fs/cgroup/unified%s/cpu.stat" % group,
+        ]
+        for path in candidates:
+            if os.path.exists(path):
+                return path
+        raise RuntimeError("%s: none of %s exists: cannot count the container's CPU time" % (self.name, candidates))
+
+    def cpu_ns(self) -> int:
+        """The CPU time everything in the container (nginx and the app) used so far."""
+        with open(self.cpu_stat, encoding="ascii") as handle:
+            text = handle.read()
+        if self.cpu_stat.endswith("cpuacct.usage"):
+            return int(text)
+        return int(dict(line.split() for line in text.splitlines())["usage_usec"]) * 1000
 
     def destroy(self) -> None:
         subprocess.run(["podman", "rm", "--force", "--ignore", self.name], capture_output=True, check=False)
@@ -322,9 +395,19 @@ class BenchHost:
         return self.remote("usage", APP)
 
     def measure(self, path: str, connections: int, seconds: float) -> dict:
-        """One wrk run on an idle app (nothing queued from the run before)."""
+        """One wrk run on an idle app (nothing queued from the run before), with the container's CPU time per
+        successful request meanwhile (``cpu_ms``: nginx and the app, at whatever load the run made)."""
         self.remote("drain", APP)
-        return wrk(self.port, path, connections, seconds)
+        before = self.cpu_ns()
+        run = wrk(self.port, path, connections, seconds)
+        used = self.cpu_ns() - before
+        run["cpu_ms"] = round(used / 1e6 / run["ok"], 3) if run["ok"] else None
+        return run
+
+    def measure_open(self, path: str, rate: float, connections: int, seconds: float) -> dict:
+        """One open-loop run on an idle app."""
+        self.remote("drain", APP)
+        return open_loop_run(self.port, path, rate, connections, seconds)
 
     def get(self, path: str) -> dict:
         request = urllib.request.Request("http://127.0.0.1:%d%s" % (self.port, path), headers={"Host": SERVER_NAME})
@@ -477,6 +560,42 @@ def final(host: BenchHost, workload: str, configs: dict[str, dict], profile: Pro
     return results
 
 
+def best_grid_label(results: dict) -> str:
+    """The grid configuration with the most requests/s (median) at any connection count."""
+    grid_labels = [label for label in results if label.startswith("grid ")]
+    return max(
+        grid_labels, key=lambda label: max(median_of(s, "rps") or 0.0 for s in results[label]["samples"].values())
+    )
+
+
+def open_loop(host: BenchHost, workload: str, results: dict, profile: Profile) -> dict:
+    """(d) and the best grid configuration at OPEN_LOAD x the best's most requests/s, open loop, interleaved."""
+    path = WORKLOADS[workload]
+    best = best_grid_label(results)
+    rate = round(OPEN_LOAD * max(median_of(s, "rps") or 0.0 for s in results[best]["samples"].values()), 1)
+    labels = {"plan": "plan", "best": best}
+    distinct: dict[tuple, list[str]] = {}
+    for name, label in labels.items():
+        distinct.setdefault(shape(results[label]["settings"]), []).append(name)
+    runs: dict[tuple, list[dict]] = {key: [] for key in distinct}
+    order = list(distinct)
+    connections = max(OPEN_MIN_CONNECTIONS, *profile.connections)
+    for repeat in range(OPEN_REPEATS):
+        for key in order[repeat % len(order) :] + order[: repeat % len(order)]:
+            host.switch(dict(key), path, profile.connections[0])
+            runs[key].append(host.measure_open(path, rate, connections, profile.open_seconds))
+            log(
+                "%s %s open %.0f/s %-12s p99 %.0f ms, %d errors"
+                % (host.name, workload, rate, "/".join(distinct[key]), runs[key][-1]["p99_ms"], runs[key][-1]["errors"])
+            )
+    return {
+        "rate": rate,
+        "connections": connections,
+        "best": best,
+        "runs": {name: runs[key] for key, names in distinct.items() for name in names},
+    }
+
+
 # --- Analysis ------------------------------------------------------------------------------------
 
 
@@ -491,6 +610,33 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return round(numerator / denominator, 3)
 
 
+def limit_rps(cpus: int, cpu_ms: float | None) -> float | None:
+    """The most requests/s ``cpus`` CPUs can serve at ``cpu_ms`` of CPU per request (None if unknown)."""
+    return cpus * 1000.0 / cpu_ms if cpu_ms else None
+
+
+def summarize_open(cell: dict) -> dict | None:
+    """Medians of the open-loop runs and (d)'s p99 over (e)'s; None for a run that made none."""
+    measured = cell.get("open")
+    if not measured:
+        return None
+    rows = {
+        name: {
+            "rps": round(median_of(runs, "rps"), 1),
+            "p99_ms": median_of(runs, "p99_ms"),
+            "lag_p99_ms": median_of(runs, "lag_p99_ms"),
+            "errors": sum(r["errors"] for r in runs),
+        }
+        for name, runs in measured["runs"].items()
+    }
+    return {
+        "rate": measured["rate"],
+        "best": measured["best"],
+        "rows": rows,
+        "p99_plan_vs_best": ratio(rows["plan"]["p99_ms"], rows["best"]["p99_ms"]),
+    }
+
+
 def summarize(cell: dict, connections: tuple[int, ...]) -> dict:
     """Medians per configuration and connection count, the best grid point (e) and the ratios."""
     summary = {}
@@ -502,15 +648,20 @@ def summarize(cell: dict, connections: tuple[int, ...]) -> dict:
                 "rps": round(median_of(samples, "rps"), 1),
                 "p50_ms": median_of(samples, "p50_ms"),
                 "p99_ms": median_of(samples, "p99_ms"),
+                "cpu_ms": median_of(samples, "cpu_ms"),
                 "errors": sum(s["errors"] for s in samples),
                 "requests": sum(s["requests"] for s in samples),
             }
         grid_labels = [label for label in rows if label.startswith("grid ")]
         best = max(grid_labels, key=lambda label: rows[label]["rps"])
         rps = {label: row["rps"] for label, row in rows.items()}
+        # The physical limit: the cell's CPUs over the CPU time (the container's, nginx included) a request
+        # took in (e)'s own runs, at saturation.
+        limit = limit_rps(cell["cpus"], rows[best]["cpu_ms"])
         summary[c] = {
             "rows": rows,
             "best": best,
+            "limit_rps": None if limit is None else round(limit, 1),
             "ratios": {
                 "plan_vs_best": ratio(rps["plan"], rps[best]),
                 "profile_vs_best": ratio(rps["profile"], rps[best]),
@@ -519,14 +670,18 @@ def summarize(cell: dict, connections: tuple[int, ...]) -> dict:
                 "profile_vs_rule": ratio(rps["profile"], rps["rule"]),
                 "profile_vs_default": ratio(rps["profile"], rps["default"]),
                 "plan_p99_vs_best": ratio(rows["plan"]["p99_ms"], rows[best]["p99_ms"]),
+                "best_vs_limit": ratio(rps[best], limit),
             },
         }
     return summary
 
 
-def targets(summary: dict, memory: dict) -> dict:
+def targets(summary: dict, memory: dict, open_summary: dict | None = None) -> dict:
     """The issue's targets for one cell: True when met."""
     checks = {}
+    if open_summary is not None:
+        r = open_summary["p99_plan_vs_best"]
+        checks["open-loop plan p99 <= 1.25 best"] = r is not None and r <= 1.25
     for c, s in summary.items():
         r = s["ratios"]
         checks["c%s plan >= 0.95 best" % c] = r["plan_vs_best"] is not None and r["plan_vs_best"] >= 0.95
@@ -542,6 +697,7 @@ def targets(summary: dict, memory: dict) -> dict:
 BENCH_LINE = (
     "BENCH RESULT workload={workload} cpus={cpus} conns={conns} ratio_plan_vs_best={plan_vs_best} "
     "p99_plan_vs_best={plan_p99_vs_best} ratio_profile_vs_best={profile_vs_best} ratio_plan_vs_rule={plan_vs_rule} "
+    "ratio_best_vs_limit={best_vs_limit} open_p99_plan_vs_best={open_p99_plan_vs_best} "
     "ratio_plan_vs_default={plan_vs_default}"
 )
 
@@ -556,6 +712,8 @@ def bench_lines(cells: list[dict]) -> list[str]:
     for cell in cells:
         for c, s in cell["summary"].items():
             ratios = {key: _ratio_text(value) for key, value in s["ratios"].items()}
+            opened = cell.get("open_summary")
+            ratios["open_p99_plan_vs_best"] = _ratio_text(opened["p99_plan_vs_best"] if opened else None)
             lines.append(BENCH_LINE.format(workload=cell["workload"], cpus=cell["cpus"], conns=c, **ratios))
     return lines
 
@@ -592,8 +750,9 @@ def markdown(report: dict) -> str:
         "",
         "## Ratios",
         "",
-        "| workload | CPUs | conns | d/e | c/e | d/b | d/a | c/b | c/a | d p99 / e p99 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| workload | CPUs | conns | d/e | c/e | d/b | d/a | c/b | c/a | d p99 / e p99 | e / limit "
+        "| open loop: d p99 / e p99 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for cell in report["cells"]:
         for c, s in cell["summary"].items():
@@ -614,11 +773,49 @@ def markdown(report: dict) -> str:
                             "profile_vs_rule",
                             "profile_vs_default",
                             "plan_p99_vs_best",
+                            "best_vs_limit",
                         )
-                    ),
+                    )
+                    + " | "
+                    + _ratio_text(cell["open_summary"]["p99_plan_vs_best"] if cell.get("open_summary") else None),
                 )
             )
     out += ["", "```"] + report["bench_lines"] + ["```", ""]
+    out += [
+        "`limit` is the most requests/s the cell's CPUs could serve at the CPU time per request (the container's:"
+        " nginx, gunicorn, the app) measured during (e)'s own runs, at saturation.",
+        "",
+        "## Open loop",
+        "",
+        "Requests due at a fixed rate, %d %% of (e)'s most requests/s, whatever the answers (loadgen `--open-loop`,"
+        " %d processes, at least %d connections or the cell's most); latency counts from when a request was due, so"
+        " the time it queued is in it. %d runs each, interleaved, medians."
+        % (OPEN_LOAD * 100, OPEN_PROCESSES, OPEN_MIN_CONNECTIONS, OPEN_REPEATS),
+        "",
+        "| workload | CPUs | rate/s | configuration | gunicorn | req/s | p99 ms | loadgen lag p99 ms | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for cell in report["cells"]:
+        opened = cell.get("open_summary")
+        if not opened:
+            continue
+        for name, row in opened["rows"].items():
+            label = "plan" if name == "plan" else opened["best"]
+            out.append(
+                "| %s | %d | %.1f | %s | %s | %.1f | %s | %s | %d |"
+                % (
+                    cell["workload"],
+                    cell["cpus"],
+                    opened["rate"],
+                    CONFIG_NAMES["plan"] if name == "plan" else label + " = (e)",
+                    describe(cell["final"][label]["settings"]),
+                    row["rps"],
+                    _fmt(row["p99_ms"], ".1f"),
+                    _fmt(row["lag_p99_ms"], ".1f"),
+                    row["errors"],
+                )
+            )
+    out.append("")
     out += [
         "## Measured workloads",
         "",
@@ -862,6 +1059,7 @@ def measure_finals(hosts: list[BenchHost], profile: Profile, cells: dict, plans:
             }
             cell["inputs"] = inputs[host.name][workload]
             cell["final"] = final(host, workload, configurations(cell, profile.connections), profile)
+            cell["open"] = open_loop(host, workload, cell["final"], profile)
 
 
 def build_report(profile: Profile, cells: dict, fits: dict, timings_s: dict) -> dict:
@@ -937,7 +1135,8 @@ def analyse(report: dict) -> None:
             "plan_error": round(plan_d["memory_peak_mb"] / measured["peak_mb"] - 1, 3),
             "profile_memory_peak_mb": plan_c["memory_peak_mb"],
         }
-        cell["targets"] = targets(cell["summary"], cell["memory"])
+        cell["open_summary"] = summarize_open(cell)
+        cell["targets"] = targets(cell["summary"], cell["memory"], cell["open_summary"])
     report["bench_lines"] = bench_lines(report["cells"])
 
 

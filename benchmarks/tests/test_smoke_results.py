@@ -26,11 +26,28 @@ import bench
 
 RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR", "")).resolve()
 PROFILE = bench.PROFILES["smoke"]
-LINE = re.compile(
-    r"^BENCH RESULT workload=(\w+) cpus=(\d+) conns=(\d+) ratio_plan_vs_best=(\d+\.\d\d) "
-    r"p99_plan_vs_best=(\d+\.\d\d) ratio_profile_vs_best=(\d+\.\d\d) ratio_plan_vs_rule=(\d+\.\d\d) "
-    r"ratio_plan_vs_default=(\d+\.\d\d)$"
+#: The keys of a BENCH RESULT line (in any order), each ratio with two decimals.
+CELL_KEYS = ("workload", "cpus", "conns")
+RATIO_KEYS = (
+    "ratio_plan_vs_best",
+    "p99_plan_vs_best",
+    "ratio_profile_vs_best",
+    "ratio_plan_vs_rule",
+    "ratio_best_vs_limit",
+    "open_p99_plan_vs_best",
+    "ratio_plan_vs_default",
 )
+
+
+def parse_line(line: str) -> dict[str, str]:
+    head = "BENCH RESULT "
+    assert line.startswith(head), line
+    fields = dict(pair.split("=", 1) for pair in line[len(head) :].split())
+    assert sorted(fields) == sorted(CELL_KEYS + RATIO_KEYS), line
+    for key in RATIO_KEYS:
+        assert re.fullmatch(r"\d+\.\d\d", fields[key]), (key, line)
+    return fields
+
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("BENCH_RESULTS_DIR"), reason="run by make bench-smoke with BENCH_RESULTS_DIR set"
@@ -114,6 +131,33 @@ def test_memory_was_sampled_in_steady_state_and_during_a_hup(cell):
     assert cell["memory"]["plan_memory_peak_mb"] == cell["plans"]["measured"]["memory_peak_mb"]
 
 
+def test_the_container_cpu_per_request_and_the_limit_were_measured(cell):
+    for label, result in cell["final"].items():
+        for samples in result["samples"].values():
+            # nginx and gunicorn both spend CPU on every request: more than the io endpoint's own 1 ms.
+            assert all(s["cpu_ms"] is not None and s["cpu_ms"] > 1.0 for s in samples), (label, samples)
+    for summary in cell["summary"].values():
+        best = summary["rows"][summary["best"]]
+        assert summary["limit_rps"] == pytest.approx(cell["cpus"] * 1000 / best["cpu_ms"], abs=0.1)
+        assert summary["ratios"]["best_vs_limit"] == pytest.approx(best["rps"] / summary["limit_rps"], abs=1e-3)
+
+
+def test_the_plan_and_the_best_ran_open_loop_at_a_share_of_the_best(cell):
+    opened, summary = cell["open"], cell["open_summary"]
+    assert opened["best"] == bench.best_grid_label(cell["final"])
+    most = max(bench.median_of(s, "rps") for s in cell["final"][opened["best"]]["samples"].values())
+    assert opened["rate"] == pytest.approx(bench.OPEN_LOAD * most, abs=0.1)
+    assert set(opened["runs"]) == {"plan", "best"}
+    for name, runs in opened["runs"].items():
+        assert len(runs) == bench.OPEN_REPEATS, name
+        # An open loop sends what is due, answered or not: about the rate for the run's length.
+        assert all(r["sent"] >= 0.5 * opened["rate"] * PROFILE.open_seconds for r in runs), (name, runs)
+        assert all(r["p99_ms"] > 0 and r["lag_p99_ms"] is not None for r in runs), (name, runs)
+    assert summary["p99_plan_vs_best"] == pytest.approx(
+        summary["rows"]["plan"]["p99_ms"] / summary["rows"]["best"]["p99_ms"], abs=1e-3
+    )
+
+
 def test_bench_result_lines_were_printed_for_every_cell(report):
     printed = [
         line
@@ -121,14 +165,14 @@ def test_bench_result_lines_were_printed_for_every_cell(report):
         if line.startswith("BENCH RESULT")
     ]
     assert printed == report["bench_lines"]
-    assert [LINE.match(line).groups()[:3] for line in printed] == [
+    assert [tuple(parse_line(line)[key] for key in CELL_KEYS) for line in printed] == [
         (w, str(n), str(c)) for n in PROFILE.cpus for w in PROFILE.workloads for c in PROFILE.connections
     ]
 
 
 def test_the_markdown_report_has_every_table(report):
     text = _one("*.md").read_text(encoding="utf-8")
-    for heading in ("## Ratios", "## Measured workloads", "## Memory", "## Every configuration"):
+    for heading in ("## Ratios", "## Open loop", "## Measured workloads", "## Memory", "## Every configuration"):
         assert heading in text
     for line in report["bench_lines"]:
         assert line in text

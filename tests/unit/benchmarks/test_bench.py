@@ -103,7 +103,7 @@ def test_configurations_from_a_plan_take_only_gunicorn_settings():
     assert bench.from_plan(plan) == dict.fromkeys(bench.PLAN_SETTINGS, 7)
 
 
-def _run(rps, p99=10.0, errors=0):
+def _run(rps, p99=10.0, errors=0, cpu_ms=5.0):
     return {
         "requests": int(rps * 4) + errors,
         "ok": int(rps * 4),
@@ -111,6 +111,7 @@ def _run(rps, p99=10.0, errors=0):
         "rps": rps,
         "p50_ms": 5.0,
         "p99_ms": p99,
+        "cpu_ms": cpu_ms,
     }
 
 
@@ -127,10 +128,11 @@ def test_finalists_are_the_best_screened_point_per_connection_count():
 def _cell(rps_by_label, p99_by_label=None):
     p99_by_label = p99_by_label or {}
     return {
+        "cpus": 2,
         "final": {
             label: {"samples": {"64": [_run(r, p99_by_label.get(label, 10.0)) for r in values]}}
             for label, values in rps_by_label.items()
-        }
+        },
     }
 
 
@@ -155,6 +157,33 @@ def test_summary_takes_medians_and_the_best_grid_point_as_reference():
     assert ratios["plan_vs_rule"] == pytest.approx(101 / 90, abs=1e-3)
     assert ratios["plan_vs_default"] == pytest.approx(101 / 11, abs=1e-3)
     assert ratios["plan_p99_vs_best"] == pytest.approx(1.2)
+    # 2 CPUs at 5 ms of CPU a request serve at most 400/s; (e) served 103.
+    assert summary["limit_rps"] == 400.0
+    assert ratios["best_vs_limit"] == pytest.approx(103 / 400, abs=1e-3)
+
+
+def _open(p99_plan, p99_best, best="grid gthread 2x16"):
+    def runs(p99s):
+        return [{"rps": 80.0, "p99_ms": p, "lag_p99_ms": 0.5, "errors": 0} for p in p99s]
+
+    return {"rate": 82.4, "best": best, "runs": {"plan": runs(p99_plan), "best": runs(p99_best)}}
+
+
+def test_open_loop_summary_takes_medians_of_p99_and_compares_the_plan_with_the_best():
+    cell = {"open": _open([30.0, 90.0, 33.0], [20.0, 22.0, 21.0])}
+    opened = bench.summarize_open(cell)
+    assert opened["rows"]["plan"]["p99_ms"] == 33.0 and opened["rows"]["best"]["p99_ms"] == 21.0
+    assert opened["p99_plan_vs_best"] == pytest.approx(33 / 21, abs=1e-3)
+    assert bench.summarize_open({}) is None
+
+
+def test_the_open_loop_rate_is_a_share_of_the_best_grid_points_most_requests():
+    results = {
+        "plan": {"samples": {"64": [_run(500)], "256": [_run(520)]}},
+        "grid sync 3x1": {"samples": {"64": [_run(300)], "256": [_run(310)]}},
+        "grid gthread 5x16": {"samples": {"64": [_run(480)], "256": [_run(510)]}},
+    }
+    assert bench.best_grid_label(results) == "grid gthread 5x16"
 
 
 def test_targets_fail_where_the_plan_falls_short():
@@ -169,8 +198,9 @@ def test_targets_fail_where_the_plan_falls_short():
         {"plan": 13.0},
     )
     summary = bench.summarize(cell, (64,))
-    checks = bench.targets(summary, {"plan_error": 0.30})
+    checks = bench.targets(summary, {"plan_error": 0.30}, bench.summarize_open({"open": _open([26.0], [20.0])}))
     assert checks == {
+        "open-loop plan p99 <= 1.25 best": False,
         "c64 plan >= 0.95 best": False,
         "c64 plan p99 <= 1.25 best": False,
         "c64 profile >= 0.90 best": False,
@@ -180,7 +210,9 @@ def test_targets_fail_where_the_plan_falls_short():
     good = bench.summarize(
         _cell({"default": [10], "rule": [90], "profile": [95], "plan": [99], "grid sync 3x1": [100]}), (64,)
     )
-    assert all(bench.targets(good, {"plan_error": -0.2}).values())
+    assert all(
+        bench.targets(good, {"plan_error": -0.2}, bench.summarize_open({"open": _open([25.0], [20.0])})).values()
+    )
 
 
 def test_bench_lines_follow_the_documented_format():
@@ -189,9 +221,11 @@ def test_bench_lines_follow_the_documented_format():
         {"plan": 15.0, "grid sync 3x1": 10.0},
     )
     cell.update(workload="cpu", cpus=2, summary=bench.summarize(cell, (64,)))
+    cell["open_summary"] = bench.summarize_open({"open": _open([24.0], [20.0])})
     assert bench.bench_lines([cell]) == [
         "BENCH RESULT workload=cpu cpus=2 conns=64 ratio_plan_vs_best=0.99 p99_plan_vs_best=1.50 "
-        "ratio_profile_vs_best=0.95 ratio_plan_vs_rule=1.98 ratio_plan_vs_default=9.90"
+        "ratio_profile_vs_best=0.95 ratio_plan_vs_rule=1.98 ratio_best_vs_limit=0.25 open_p99_plan_vs_best=1.20 "
+        "ratio_plan_vs_default=9.90"
     ]
 
 
