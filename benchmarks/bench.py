@@ -66,9 +66,11 @@ SERVER_NAME = "bench.localhost"
 IMAGE = "localhost/flaskops-debian12:latest"
 HOST_MEMORY = "2g"
 
-#: The demo app's endpoints for the three workloads (defaults: cpu 5 ms CPU; io 1 ms CPU + 50 ms wait;
-#: mixed 3 ms CPU + 20 ms wait).
-WORKLOADS = {"cpu": "/cpu", "io": "/io", "mixed": "/mixed"}
+#: The demo app's endpoints for the workloads (cpu 5 ms CPU; io 1 ms CPU + 50 ms wait; mixed 3 ms CPU +
+#: 20 ms wait; wait 2 ms CPU + 200 ms wait, an app that mostly waits for an external API).
+WORKLOADS = {"cpu": "/cpu", "io": "/io", "mixed": "/mixed", "wait": "/io?cpu_ms=2&wait_ms=200"}
+#: The collection's profile a user would pick for each workload: plan (c) is given only that.
+PROFILE_OF = {"cpu": "cpu", "io": "io", "mixed": "mixed", "wait": "io"}
 
 #: gunicorn's own defaults for the settings a configuration sets (gunicorn 23-27 documentation).
 GUNICORN_DEFAULTS = {
@@ -130,7 +132,7 @@ PROFILES = {
     "full": Profile(
         name="full",
         cpus=(1, 2),
-        workloads=("cpu", "io", "mixed"),
+        workloads=("cpu", "io", "mixed", "wait"),
         connections=(64, 256),
         repeats=3,
         seconds=4,
@@ -142,7 +144,7 @@ PROFILES = {
     "quick": Profile(
         name="quick",
         cpus=(2,),
-        workloads=("cpu", "io", "mixed"),
+        workloads=("io", "mixed", "wait"),
         connections=(64,),
         repeats=3,
         seconds=3,
@@ -1029,7 +1031,8 @@ def request_plans(work: Path, inventory_file: Path, inputs: dict[str, dict]) -> 
     """Step 4: plans (c) and (d) for every host and workload, from the collection's filter (benchmarks/plans.yml)."""
     plans_file = work / "plans.json"
     (work / "inputs.json").write_text(
-        json.dumps({"bench_inputs": inputs, "bench_plans_file": str(plans_file)}), encoding="utf-8"
+        json.dumps({"bench_inputs": inputs, "bench_profiles": PROFILE_OF, "bench_plans_file": str(plans_file)}),
+        encoding="utf-8",
     )
     ansible_playbook(inventory_file, PLANS_PLAYBOOK, "-e", "@%s" % (work / "inputs.json"))
     return json.loads(plans_file.read_text(encoding="utf-8"))
