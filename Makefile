@@ -161,7 +161,7 @@ bench: venv link testhost ## Tuning benchmark, 1 and 2 CPUs (~30 min): results i
 	$(BENCH) --profile full --out benchmarks/results
 
 .PHONY: bench-quick
-bench-quick: venv link testhost ## Tuning benchmark subset, 2 CPUs, 64 connections (~8 min): .build/bench/quick/
+bench-quick: venv link testhost ## Tuning benchmark subset, 2 CPUs, 64 connections, io, mixed, wait: .build/bench/quick/
 	$(BENCH) --profile quick --out $(BENCH_DIR)/quick
 
 .PHONY: bench-smoke
