@@ -180,6 +180,20 @@ def shape(settings: dict) -> tuple:
     return tuple(sorted(settings.items()))
 
 
+def by_shape(configs: dict[str, dict]) -> dict[tuple, list[str]]:
+    """The labels of ``configs`` ({label: settings}) grouped by what they measure, in first-seen order."""
+    distinct: dict[tuple, list[str]] = {}
+    for label, settings in configs.items():
+        distinct.setdefault(shape(settings), []).append(label)
+    return distinct
+
+
+def rotated(order: list, repeat: int) -> list:
+    """``order`` started ``repeat`` places later (wrapping): each repeat measures in another order."""
+    start = repeat % len(order)
+    return order[start:] + order[:start]
+
+
 def grid(cpus: int, profile: Profile) -> dict[str, dict]:
     """(e) candidates: sync with 1 thread, gthread with more; workers from the profile's multiples."""
     points = {}
@@ -529,15 +543,12 @@ def hup_peak(host: BenchHost, path: str, connections: int, workers: int) -> dict
 def final(host: BenchHost, workload: str, configs: dict[str, dict], profile: Profile) -> dict:
     """Interleaved repeats of every distinct configuration; memory once per configuration."""
     path = WORKLOADS[workload]
-    distinct: dict[tuple, list[str]] = {}
-    for label, settings in configs.items():
-        distinct.setdefault(shape(settings), []).append(label)
+    distinct = by_shape(configs)
     order = list(distinct)
     samples: dict[tuple, dict[str, list[dict]]] = {key: {str(c): [] for c in profile.connections} for key in order}
     memory: dict[tuple, dict] = {}
     for repeat in range(profile.repeats):
-        rotation = order[repeat % len(order) :] + order[: repeat % len(order)]
-        for key in rotation:
+        for key in rotated(order, repeat):
             settings = dict(key)
             host.switch(settings, path, profile.connections[0])
             for c in profile.connections:
@@ -575,15 +586,12 @@ def open_loop(host: BenchHost, workload: str, results: dict, profile: Profile) -
     path = WORKLOADS[workload]
     best = best_grid_label(results)
     rate = round(OPEN_LOAD * max(median_of(s, "rps") or 0.0 for s in results[best]["samples"].values()), 1)
-    labels = {"plan": "plan", "best": best}
-    distinct: dict[tuple, list[str]] = {}
-    for name, label in labels.items():
-        distinct.setdefault(shape(results[label]["settings"]), []).append(name)
+    distinct = by_shape({"plan": results["plan"]["settings"], "best": results[best]["settings"]})
     runs: dict[tuple, list[dict]] = {key: [] for key in distinct}
     order = list(distinct)
     connections = max(OPEN_MIN_CONNECTIONS, *profile.connections)
     for repeat in range(OPEN_REPEATS):
-        for key in order[repeat % len(order) :] + order[: repeat % len(order)]:
+        for key in rotated(order, repeat):
             host.switch(dict(key), path, profile.connections[0])
             runs[key].append(host.measure_open(path, rate, connections, profile.open_seconds))
             log(
@@ -802,14 +810,14 @@ def markdown(report: dict) -> str:
         if not opened:
             continue
         for name, row in opened["rows"].items():
-            label = "plan" if name == "plan" else opened["best"]
+            label = {"plan": "plan", "best": opened["best"]}[name]
             out.append(
                 "| %s | %d | %.1f | %s | %s | %.1f | %s | %s | %d |"
                 % (
                     cell["workload"],
                     cell["cpus"],
                     opened["rate"],
-                    CONFIG_NAMES["plan"] if name == "plan" else label + " = (e)",
+                    CONFIG_NAMES.get(label, label + " = (e)"),
                     describe(cell["final"][label]["settings"]),
                     row["rps"],
                     _fmt(row["p99_ms"], ".1f"),

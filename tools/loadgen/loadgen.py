@@ -519,10 +519,10 @@ class _Pacer:
 
     def slot(self, halt: threading.Event) -> float | None:
         """Wait for the next start; return when it was due (time.monotonic), or None once halted."""
-        now = time.monotonic()
         if not self.interval:
-            return None if halt.is_set() else now
+            return None if halt.is_set() else time.monotonic()
         with self.lock:
+            now = time.monotonic()
             if self.open_loop:
                 slot = self.next = self.next or now
             else:

@@ -238,3 +238,39 @@ def test_memory_fit_recovers_master_worker_and_thread_sizes():
         "worker_mb": pytest.approx(worker, abs=0.1),
         "thread_mb": pytest.approx(thread, abs=0.001),
     }
+
+
+def test_configurations_that_measure_the_same_run_once_each_repeat_in_another_order():
+    configs = {"profile": {"workers": 3}, "plan": {"workers": 3}, "grid sync 5x1": {"workers": 5}}
+    distinct = bench.by_shape(configs)
+    assert list(distinct.values()) == [["profile", "plan"], ["grid sync 5x1"]]
+    order = ["a", "b", "c"]
+    assert [bench.rotated(order, r) for r in range(4)] == [
+        ["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"],
+    ]  # fmt: skip
+
+
+def test_open_loop_runs_the_plan_and_the_best_alternately_at_a_share_of_the_best(monkeypatch):
+    class FakeHost:
+        name = "fake"
+
+        def __init__(self):
+            self.calls = []
+
+        def switch(self, settings, path, connections):
+            self.calls.append(("switch", settings["workers"]))
+
+        def measure_open(self, path, rate, connections, seconds):
+            self.calls.append(("open", rate, connections))
+            return {"p99_ms": 10.0, "errors": 0}
+
+    monkeypatch.setattr(bench, "log", lambda message: None)
+    results = {
+        "plan": {"settings": {"workers": 3}, "samples": {"64": [_run(500)], "256": [_run(520)]}},
+        "grid gthread 5x16": {"settings": {"workers": 5}, "samples": {"64": [_run(480)], "256": [_run(510)]}},
+    }
+    host = FakeHost()
+    opened = bench.open_loop(host, "io", results, bench.PROFILES["full"])
+    assert (opened["rate"], opened["best"], opened["connections"]) == (408.0, "grid gthread 5x16", 256)
+    assert [call[1] for call in host.calls if call[0] == "switch"] == [3, 5, 5, 3]
+    assert {name: len(runs) for name, runs in opened["runs"].items()} == {"plan": 2, "best": 2}
