@@ -121,6 +121,22 @@ def succeeded(run: subprocess.CompletedProcess[str]) -> bool:
     return run.returncode == 0 and bool(counts) and all(c["failed"] == 0 for c in counts.values())
 
 
+# A failed task as the default callback prints it: "fatal: [host]: ..." or "failed: [host] (item=...)"
+# on standard output, or ansible-core 2.19's "[ERROR]: Task failed: ..." on standard error.
+FAILED_TASK = re.compile(r"^(?:fatal: |failed: |\[ERROR\]: ).*?(?=^\S|\Z)", re.M | re.S)
+
+
+def why_failed(run: subprocess.CompletedProcess[str], tail: int = 3000) -> str:
+    """A failed play's failed tasks (their messages) first, then the end of its output: a test
+    report that shortens the message still shows why."""
+    found = FAILED_TASK.finditer(run.stdout + "\n" + run.stderr)
+    failures = "\n".join(m.group(0).strip()[:2000] for m in found)
+    return (
+        f"failed tasks:\n{failures or '(none in the output)'}\n--- end of the output:\n"
+        + (run.stdout + run.stderr)[-tail:]
+    )
+
+
 @pytest.fixture(scope="module")
 def inventory(_testinfra_host: Any) -> dict[str, Any]:
     """The scenario's inventory variables for the instance (flask_stack_apps and the rest)."""

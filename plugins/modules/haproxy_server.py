@@ -11,10 +11,15 @@ module: haproxy_server
 short_description: Drain, ready or read one server in every HAProxy backend that has it, through the runtime API
 version_added: 1.1.0
 description:
-  - Runs on the load balancer host and talks to HAProxy's runtime API (the admin-level stats socket). The server is
-    found by name in every backend that has it; a server no backend has, or a host where HAProxy does not run yet
-    (no O(socket)), is reported (RV(backends) empty), not an error, so that the first deploy of a fleet, before
-    its load balancer exists, can drain and ready its hosts.
+  - Runs on the load balancer host and talks to HAProxy's runtime API. The server is found by name in every
+    backend that has it; a server no backend has, or a host where HAProxy does not run yet (no O(socket)), is
+    reported (RV(backends) empty), not an error, so that the first deploy of a fleet, before its load balancer
+    exists, can drain and ready its hosts.
+  - Every command goes to the current worker through the master CLI (O(master_socket), C(@1)) when HAProxy runs
+    in master-worker mode with one, as Debian's unit does. After a reload, old workers that still finish their
+    connections keep answering on the stats socket too (seen with HAProxy 2.6, up to C(hard-stop-after)), with
+    the old configuration and their own server states; a drain or a check of one there says nothing of the
+    current worker. Without a master CLI the commands go to O(socket).
   - O(state=drained) sets the server to C(drain) (no new requests, those in flight finish) and, with O(wait), waits
     until its sessions and queued requests reach zero, or fails after O(timeout) seconds naming the server and
     what is left.
@@ -28,6 +33,12 @@ options:
     description: The runtime API's unix socket (C(stats socket ... level admin)).
     type: path
     default: /run/haproxy/admin.sock
+  master_socket:
+    description:
+      - The master CLI's unix socket (C(haproxy -S), Debian's C(EXTRAOPTS)). When it exists, commands go through it
+        to the current worker; when it does not, to O(socket).
+    type: path
+    default: /run/haproxy-master.sock
   server:
     description: The server's name in the backends.
     type: str
@@ -87,6 +98,10 @@ waited:
   description: Seconds waited.
   returned: always
   type: float
+cli:
+  description: The socket the commands went to (O(master_socket) or O(socket)).
+  returned: when HAProxy runs
+  type: str
 """
 
 import os
@@ -96,6 +111,22 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 _POLL = 0.25
+# The master CLI's prefix that routes a command to the current worker (relative process 1).
+_CURRENT_WORKER = "@1 "
+
+
+class Cli:
+    """Where runtime API commands go: the master CLI, prefixed for the current worker, when there is one;
+    else the stats socket."""
+
+    def __init__(self, stats_socket, master_socket):
+        if master_socket and os.path.exists(master_socket):
+            self.path, self.prefix = master_socket, _CURRENT_WORKER
+        else:
+            self.path, self.prefix = stats_socket, ""
+
+    def __call__(self, command):
+        return _ask(self.path, self.prefix + command)
 
 
 def _ask(path, command):
@@ -105,6 +136,8 @@ def _ask(path, command):
     try:
         conn.connect(path)
         conn.sendall(command.encode() + b"\n")
+        # The end of the request: the master CLI answers a command only once its client has said so.
+        conn.shutdown(socket.SHUT_WR)
         chunks = []
         while True:
             chunk = conn.recv(65536)
@@ -116,9 +149,9 @@ def _ask(path, command):
     return b"".join(chunks).decode("utf-8", "replace")
 
 
-def _rows(path, server):
+def _rows(cli, server):
     """The ``show stat`` rows of ``server``, one per backend, as dicts keyed by the CSV header."""
-    lines = _ask(path, "show stat").splitlines()
+    lines = cli("show stat").splitlines()
     if not lines or not lines[0].startswith("# "):
         raise RuntimeError("unexpected answer to 'show stat': %r" % "\n".join(lines[:3]))
     header = lines[0][2:].split(",")
@@ -136,9 +169,9 @@ _FORCED_MAINT = 0x01
 _FORCED_DRAIN = 0x08
 
 
-def _admin_states(path, server):
+def _admin_states(cli, server):
     """``{backend: srv_admin_state}`` of ``server``, from ``show servers state``."""
-    lines = [line for line in _ask(path, "show servers state").splitlines() if line.strip()]
+    lines = [line for line in cli("show servers state").splitlines() if line.strip()]
     header = next((line[2:].split() for line in lines if line.startswith("# ")), None)
     if header is None or "srv_admin_state" not in header:
         raise RuntimeError("unexpected answer to 'show servers state': %r" % "\n".join(lines[:3]))
@@ -204,12 +237,12 @@ def _unsettled(state, server, rows, timeout):
     return "server %s is not up after %ds (%s)" % (server, timeout, down)
 
 
-def _run(module, path, server, state):
-    rows = _rows(path, server)
+def _run(module, cli, server, state):
+    rows = _rows(cli, server)
     changed = False
     if state != "read" and rows:
         admin = "drain" if state == "drained" else "ready"
-        admin_states = _admin_states(path, server)
+        admin_states = _admin_states(cli, server)
         if state == "drained":
             todo = [r for r in rows if not admin_states.get(r["pxname"], 0) & _FORCED_DRAIN]
         else:
@@ -217,7 +250,7 @@ def _run(module, path, server, state):
         changed = bool(todo)
         if todo and not module.check_mode:
             for row in todo:
-                answer = _ask(path, "set server %s/%s state %s" % (row["pxname"], server, admin)).strip()
+                answer = cli("set server %s/%s state %s" % (row["pxname"], server, admin)).strip()
                 if answer:
                     module.fail_json(
                         msg="HAProxy refused 'set server %s/%s state %s': %s" % (row["pxname"], server, admin, answer)
@@ -225,7 +258,7 @@ def _run(module, path, server, state):
     start = time.monotonic()
     if state != "read" and rows and module.params["wait"] and not module.check_mode:
         deadline = start + module.params["timeout"]
-        rows = _rows(path, server)
+        rows = _rows(cli, server)
         while not _settled(state, rows):
             if time.monotonic() >= deadline:
                 module.fail_json(
@@ -234,16 +267,22 @@ def _run(module, path, server, state):
                     changed=changed,
                 )
             time.sleep(_POLL)
-            rows = _rows(path, server)
+            rows = _rows(cli, server)
     elif state != "read" and not module.check_mode:
-        rows = _rows(path, server)
-    module.exit_json(changed=changed, backends=[_summary(r) for r in rows], waited=round(time.monotonic() - start, 2))
+        rows = _rows(cli, server)
+    module.exit_json(
+        changed=changed,
+        backends=[_summary(r) for r in rows],
+        waited=round(time.monotonic() - start, 2),
+        cli=cli.path,
+    )
 
 
 def main():
     module = AnsibleModule(
         argument_spec={
             "socket": {"type": "path", "default": "/run/haproxy/admin.sock"},
+            "master_socket": {"type": "path", "default": "/run/haproxy-master.sock"},
             "server": {"type": "str", "required": True},
             "state": {"type": "str", "choices": ["drained", "ready", "read"], "default": "read"},
             "wait": {"type": "bool", "default": True},
@@ -257,10 +296,11 @@ def main():
         module.exit_json(
             changed=False, backends=[], waited=0.0, msg="no runtime API at %s: HAProxy does not run" % path
         )
+    cli = Cli(path, module.params["master_socket"])
     try:
-        _run(module, path, server, state)
+        _run(module, cli, server, state)
     except (OSError, RuntimeError) as exc:
-        module.fail_json(msg="HAProxy's runtime API at %s: %s" % (path, exc))
+        module.fail_json(msg="HAProxy's runtime API at %s: %s" % (cli.path, exc))
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from conftest import (
     served_releases,
     succeeded,
     unit_property,
+    why_failed,
 )
 
 JOURNAL_UNITS = ["demo.service", "demo.socket", "nginx.service"]
@@ -174,7 +175,7 @@ def test_package_index_down_removes_the_partial_build_and_a_later_run_succeeds(h
     case("index_down", load.result, before, after)
     assert "could not be installed" in down and "the partial build was removed" in down, down[-3000:]
     assert "nothing live was changed" in down and "127.0.0.1:9" in down, down[-3000:]
-    assert succeeded(again), output_of(again)[-3000:]
+    assert succeeded(again), why_failed(again)
     assert complete_release(host) != live and served_releases(host, "localhost") == {live_release(host, APP)}
     assert load.result["sent"] > 0 and load.result["failed"] == 0, failures_text(load.result)
     assert after == before
@@ -207,7 +208,7 @@ def test_a_full_disk_fails_the_install_naming_it_and_a_run_after_space_is_freed_
     assert "could not be installed" in full, full[-3000:]
     assert "the file system is full: /srv (holding /srv/demo)" in full, full[-3000:]
     assert "the partial build was removed and nothing live was changed" in full, full[-3000:]
-    assert succeeded(again), output_of(again)[-3000:]
+    assert succeeded(again), why_failed(again)
     assert complete_release(host) != live and served_releases(host, "localhost") == {live_release(host, APP)}
     assert load.result["sent"] > 0 and load.result["failed"] == 0, failures_text(load.result)
     assert after == before
@@ -286,7 +287,7 @@ def test_controller_killed_mid_deploy_leaves_one_whole_release_and_a_rerun_conve
     assert len(served) == 1 and served <= {live, killed_at}, (served, live, killed_at)
     if point == "during_install":
         assert killed_at == live and served == {live}
-    assert succeeded(rerun), output_of(rerun)[-3000:]
+    assert succeeded(rerun), why_failed(rerun)
     assert "took over the deploy lock" in output_of(rerun) and "its run no longer runs" in output_of(rerun)
     final = complete_release(host)
     assert final != live and served_releases(host, "localhost") == {final}

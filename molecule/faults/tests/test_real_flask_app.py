@@ -22,7 +22,7 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from conftest import PROJECT, live_release, run_with_apps, succeeded
+from conftest import PROJECT, live_release, run_with_apps, succeeded, why_failed
 
 JOURNAL_UNITS = ["flaskr.service", "flaskr.socket", "nginx.service"]
 CONSTRAINTS = PROJECT / "constraints.txt"
@@ -94,7 +94,7 @@ def logged_in(browser, user):
 
 def converge(apps, tmp_path, name, *args):
     run = run_with_apps("flaskops.stack.site", apps, tmp_path, name, *args)
-    assert succeeded(run), run.stdout[-4000:]
+    assert succeeded(run), why_failed(run)
     return run
 
 

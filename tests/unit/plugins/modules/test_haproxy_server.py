@@ -29,18 +29,7 @@ class FakeRuntimeApi:
 
     def __init__(self, path, servers):
         self.path, self.servers, self.commands = str(path), servers, []
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(self.path)
-        self.listener.listen(8)
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        while True:
-            conn = self.listener.accept()[0]
-            with conn:
-                command = conn.makefile().readline().strip()
-                self.commands.append(command)
-                conn.sendall(self.answer(command).encode())
+        serve(self.path, self.commands, self.answer)
 
     def status(self, srv):
         if srv["admin"] & 0x01:
@@ -75,7 +64,42 @@ class FakeRuntimeApi:
         return "Unknown command.\n"
 
 
+def serve(path, commands, answer, until_eof=False):
+    """A unix socket at ``path`` that answers one command a connection with ``answer(command)``,
+    recording each command in ``commands``; ``until_eof``: only once the client has closed its side."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(8)
+
+    def loop():
+        while True:
+            conn = listener.accept()[0]
+            with conn, conn.makefile() as reader:
+                command = (reader.read() if until_eof else reader.readline()).strip()
+                commands.append(command)
+                conn.sendall(answer(command).encode())
+
+    threading.Thread(target=loop, daemon=True).start()
+
+
+class FakeMasterCli:
+    """HAProxy's master CLI: ``@1 <command>`` goes to the current worker; the master itself knows none
+    of the runtime API's commands, and answers once the client has closed its side (HAProxy 2.6)."""
+
+    def __init__(self, path, current):
+        self.path, self.current, self.commands = str(path), current, []
+        serve(self.path, self.commands, self.answer, until_eof=True)
+
+    def answer(self, command):
+        if command.startswith("@1 "):
+            self.current.commands.append(command[3:])
+            return self.current.answer(command[3:])
+        return "Unknown command, but maybe one of the following ones is a better match:\n  show proc\n"
+
+
 def run_module(args, capsys, check_mode=False):
+    # No master CLI unless the test gives one (the machine running the tests may have HAProxy).
+    args = {"master_socket": "/nonexistent/haproxy-master.sock", **args}
     with (
         patch_module_args({**args, "_ansible_check_mode": check_mode}),
         mock.patch.object(module_utils_internal, "is_controller", False),
@@ -181,3 +205,30 @@ def test_an_unknown_server_or_no_haproxy_is_left_alone(api, capsys, tmp_path):
     missing = run_module({"socket": str(tmp_path / "none.sock"), "server": "web1", "state": "drained"}, capsys)
     assert (missing["changed"], missing["backends"]) == (False, [])
     assert "HAProxy does not run" in missing["msg"]
+
+
+def test_commands_go_to_the_current_worker_through_the_master_cli(tmp_path, capsys):
+    # After a reload an old worker (old configuration, its own server states) still answers on the
+    # stats socket beside the current one: there web1 is not drained and its checks fail. The drain
+    # and the ready must act on the current worker, and the ready's wait must see its checks.
+    current = FakeRuntimeApi(tmp_path / "current.sock", servers())
+    old = FakeRuntimeApi(tmp_path / "admin.sock", servers(op=0, check="L4TOUT"))
+    master = FakeMasterCli(tmp_path / "master.sock", current)
+    args = {"socket": old.path, "master_socket": master.path, "server": "web1", "timeout": 2}
+    drained = run_module({**args, "state": "drained"}, capsys)
+    assert drained["changed"] is True and drained["cli"] == master.path
+    assert current.servers[("app_a", "web1")]["admin"] == 0x08
+    ready = run_module({**args, "state": "ready"}, capsys)
+    assert ready["changed"] is True and "failed" not in ready, ready
+    assert current.servers[("app_a", "web1")]["admin"] == 0
+    assert "set server app_a/web1 state ready" in current.commands
+    assert old.commands == []
+    assert all(c.startswith("@1 ") for c in master.commands)
+
+
+def test_without_a_master_cli_commands_go_to_the_stats_socket(api, capsys, tmp_path):
+    fake = api(admin=0x08)
+    args = {"socket": fake.path, "master_socket": str(tmp_path / "none.sock"), "server": "web1"}
+    result = run_module({**args, "state": "ready"}, capsys)
+    assert result["changed"] is True and result["cli"] == fake.path
+    assert "set server app_a/web1 state ready" in fake.commands
