@@ -14,10 +14,11 @@ description:
   - Effective CPUs are the smaller of C(processor_vcpus) and the cgroup CPU quota; effective memory the smaller
     of C(memtotal_mb) and the cgroup memory limit. The cgroup values come from the C(flaskops_resources) fact
     set by M(flaskops.stack.resource_facts) and win when present.
-  - CPU-bound work gets C(sync) workers (one per core plus a spare); I/O-bound work gets C(gthread) with one process
-    per core plus a spare and enough threads to keep the cores busy - the requests in flight that Little's law gives
-    for the effective CPUs and the request's CPU share, times a headroom of 2 for queueing at full load (measured by
-    the collection's benchmark).
+  - CPU-bound work gets C(sync) workers (one per core plus a spare); I/O-bound work gets C(gthread) with enough
+    threads to keep the cores busy - the requests in flight that Little's law gives for the effective CPUs and the
+    request's CPU share, times a headroom of 2 for queueing at full load (measured by the collection's benchmark) -
+    at most as many threads a process as keep its requests' CPU share within 0.75 of a CPU (its GIL), spread over
+    one process per core plus a spare up to two per core plus one.
   - Two generations of workers (a reload's overlap) always fit the memory budget; never fewer than one worker.
   - Bad input (unknown option, profile or worker class; a missing, negative, zero, non-finite or non-numeric
     number; missing facts) fails with a message naming the filter, the field and the value.

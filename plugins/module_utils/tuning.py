@@ -66,6 +66,16 @@ PROFILES = {
 #: put the plan at 0.95-1.07 x the best grid point in 11 of its 12 cells.
 CONCURRENCY_HEADROOM = 2.0
 
+#: Most CPU one process's requests may ask of its GIL together: threads (or
+#: greenlets) per process x the CPU share of a request stay within it, and the
+#: requests in flight spread over more processes instead (up to 2C + 1). More
+#: threads per process than that queue for its GIL and lengthen the tail.
+#: Hypothesis, not yet measured with this rule: it fits make bench's grid of
+#: 2026-11-21 (benchmarks/results/2026-11-21.md), whose best points at 256
+#: connections on 2 CPUs were 5 x 16 for io (0.047 x 16 = 0.75) and 5 x 4 for
+#: mixed, where the plan's 3 x 29 and 3 x 8 had 1.5 x their p99.
+GIL_LOAD_MAX = 0.75
+
 #: Resident memory of the gunicorn master (it does not import the app unless
 #: ``preload_app`` is on), in MiB.
 MASTER_RSS_MB = 30
@@ -482,19 +492,41 @@ def _cpu_demand(w, cpus, memory_mb, explain):
     return _Demand(cpus, max(1, math.ceil(cpus - 1e-9)), share, busy)
 
 
-def _processes(cores, w, explain):
-    """Worker processes: one per core plus a spare, whatever the class, within
-    ``min_workers``/``max_workers``.
+def _threads_per_process(demand, worker_class):
+    """Most threads one gthread process may hold before its requests' CPU share
+    passes :data:`GIL_LOAD_MAX` (None for sync and gevent workers: not bounded
+    by this rule; gevent's place is for the benchmark to measure)."""
+    if worker_class != "gthread":
+        return None
+    return max(1, math.floor(GIL_LOAD_MAX / demand.share + 1e-9))
+
+
+def _processes(demand, worker_class, w, explain):
+    """Worker processes, within ``min_workers``/``max_workers``: sync workers
+    one per core plus a spare; threaded (or gevent) workers as many as hold the
+    requests in flight at :func:`_threads_per_process` each, between one per
+    core plus a spare and two per core plus one.
 
     The spare keeps a core busy while another worker recycles, collects
-    garbage or is replaced; more processes than that only add memory and
-    contention.
+    garbage or is replaced. Past it, more processes cost memory but shorten
+    the queue for each process's GIL.
     """
+    cores = demand.cores
     workers = cores + 1
+    per_process = _threads_per_process(demand, worker_class)
+    if per_process is not None:
+        wanted = math.ceil(demand.busy * CONCURRENCY_HEADROOM - 1e-9)
+        workers = _clamp(math.ceil(wanted / per_process - 1e-9), cores + 1, 2 * cores + 1)
+        if workers > cores + 1:
+            explain.append(
+                "At most %d requests per process keep its GIL within %g x a CPU (%.1f %% each): %d workers, "
+                "between one per core plus a spare and two per core plus one, hold the %d requests in flight."
+                % (per_process, GIL_LOAD_MAX, demand.share * 100, workers, wanted)
+            )
     clamped = _clamp(workers, w["min_workers"], w["max_workers"])
     if clamped != workers:
         explain.append(
-            "Workers set to %d by min_workers=%s / max_workers=%s (one per core plus a spare is %d)."
+            "Workers set to %d by min_workers=%s / max_workers=%s (the model gives %d)."
             % (clamped, w["min_workers"], w["max_workers"], workers)
         )
     return clamped
@@ -527,9 +559,11 @@ def _slot_cap(worker_class, max_threads):
 
 def _slots(demand, worker_class, workers, max_threads, explain):
     """Slots per process (threads for gthread, connections for gevent, 1 for
-    sync): Little's law times the measured headroom, spread over the workers."""
+    sync): Little's law times the measured headroom, spread over the workers,
+    at most :func:`_threads_per_process` each."""
     wanted = max(workers, math.ceil(demand.busy * CONCURRENCY_HEADROOM - 1e-9))
-    cap = _slot_cap(worker_class, max_threads)
+    per_process = _threads_per_process(demand, worker_class)
+    cap = min(_slot_cap(worker_class, max_threads), per_process or _slot_cap(worker_class, max_threads))
     slots = max(1, min(cap, math.ceil(wanted / workers)))
     if worker_class != "sync":
         explain.append(
@@ -545,10 +579,17 @@ def _slots(demand, worker_class, workers, max_threads, explain):
             )
         )
         if slots * workers < wanted:
-            explain.append(
-                "%s caps each worker at %d; raise it (or min_workers) to hold more."
-                % ("max_threads" if worker_class == "gthread" else "gevent", cap)
-            )
+            if cap == _slot_cap(worker_class, max_threads):
+                explain.append(
+                    "%s caps each worker at %d; raise it (or min_workers) to hold more."
+                    % ("max_threads" if worker_class == "gthread" else "gevent", cap)
+                )
+            else:
+                explain.append(
+                    "The GIL bound caps each worker at %d (%g / %.1f %%), and two workers per core plus one are "
+                    "the most: %d in flight instead; raise min_workers to hold more."
+                    % (cap, GIL_LOAD_MAX, demand.share * 100, slots * workers)
+                )
     return _Layout(worker_class, workers, slots)
 
 
@@ -565,8 +606,11 @@ def _db_pool_cap(layout, w, explain):
     db = _db_cap(w)
     if db is None or layout.concurrency <= db:
         return layout
-    workers = min(layout.workers, db)
-    slots = max(1, min(layout.slots, db // workers))
+    # The most connections the budget allows, with as many workers as that allows (max picks the first best).
+    workers, slots = max(
+        ((n, max(1, min(layout.slots, db // n))) for n in range(min(layout.workers, db), 0, -1)),
+        key=lambda pair: pair[0] * pair[1],
+    )
     if db == w["db_pool_max"]:
         reason = "db_pool_max=%d" % db
     else:
@@ -653,13 +697,21 @@ def _fit_threads(layout, want, memory, explain):
     return layout._replace(slots=fit)
 
 
-def _memory_fit(layout, memory, w, explain):
-    """Two generations of workers (a reload's overlap) must fit the budget:
-    fewer workers first, then the slots refilled as far as memory allows; a
-    single worker that still does not fit is planned with a warning."""
+def _memory_fit(layout, memory, cores, w, explain):
+    """Two generations of workers (a reload's overlap) must fit the budget.
+    Workers spread past one per core plus a spare (the GIL bound) go back to
+    it first, as a thread costs less memory than a process; then fewer workers,
+    then the slots refilled as far as memory allows; a single worker that still
+    does not fit is planned with a warning."""
     if memory.peak(layout) <= memory.budget:
         return layout
     target = layout.concurrency
+    if layout.worker_class == "gthread" and layout.workers > cores + 1:
+        explain.append(
+            "Two generations of %d workers do not fit the memory budget: one per core plus a spare, %d, "
+            "with more threads each (past the GIL bound: memory wins)." % (layout.workers, cores + 1)
+        )
+        layout = layout._replace(workers=cores + 1)
     layout = _fit_workers(layout, memory, explain)
     want = _wanted_slots(layout, target, w)
     if layout.worker_class == "gevent":
@@ -795,12 +847,12 @@ def gunicorn_plan(facts, **workload):
     w = _check_workload(workload)
     cpus, memory_mb, explain = host_resources(facts)
     demand = _cpu_demand(w, cpus, memory_mb, explain)
-    workers = _processes(demand.cores, w, explain)
     worker_class = _worker_class(demand, w["worker_class"], explain)
+    workers = _processes(demand, worker_class, w, explain)
     layout = _slots(demand, worker_class, workers, w["max_threads"], explain)
     layout = _db_pool_cap(layout, w, explain)
     memory = _memory_budget(w, memory_mb, explain)
-    layout = _memory_fit(layout, memory, w, explain)
+    layout = _memory_fit(layout, memory, demand.cores, w, explain)
     connections = _worker_connections(layout, w["upstream_keepalive"])
     fleet = _fleet_sentence(layout, w)
     if fleet:

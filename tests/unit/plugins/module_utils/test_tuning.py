@@ -32,14 +32,15 @@ def test_cpu_profile_is_sync_on_any_host():
         assert (plan["worker_class"], plan["workers"]) == ("sync", cpus + 1)
 
 
-def test_mostly_cpu_on_a_big_host_adds_threads_not_processes():
+def test_mostly_cpu_on_a_big_host_spreads_over_processes():
     # 90 % CPU on 64 cores: 71.1 requests keep the cores busy, more than
     # 65 sync workers hold, so gthread; twice that in flight (the queueing
-    # headroom), 143, on the same 65 processes is 3 threads each.
+    # headroom), 143. One thread at 90 % already passes the GIL bound (0.75),
+    # so 1 thread a process, and the processes stop at 2 x 64 + 1 = 129.
     plan = gunicorn_plan(facts(64, 262144), cpu_ms=9, wait_ms=1)
     assert plan["worker_class"] == "gthread"
-    assert plan["workers"] == 65
-    assert plan["threads"] == 3
+    assert plan["workers"] == 129
+    assert plan["threads"] == 1
     assert plan["concurrency"] >= math.ceil(64 / 0.9)
 
 
@@ -47,8 +48,12 @@ def test_mostly_cpu_on_a_big_host_adds_threads_not_processes():
 def test_io_bound_example_from_the_issue():
     plan = gunicorn_plan(facts(2, 65536), cpu_ms=2, wait_ms=48)
     assert plan["worker_class"] == "gthread"
-    assert plan["workers"] == 3  # one per core plus a spare
-    assert plan["concurrency"] >= 32
+    # 4 % CPU: 50 requests keep 2 CPUs busy, 100 with the headroom; the GIL
+    # bound allows floor(0.75 / 0.04) = 18 threads a process, so 100 / 18 -> 6
+    # processes, at most 2 x 2 + 1 = 5; 5 x 18 = 90 in flight.
+    assert plan["workers"] == 5
+    assert plan["threads"] == 18
+    assert plan["threads"] * 0.04 <= 0.75
     assert plan["concurrency"] == plan["workers"] * plan["threads"]
 
 
@@ -58,10 +63,11 @@ def test_io_concurrency_grows_with_wait_until_max_threads_binds():
     capped = gunicorn_plan(facts(2, 65536), cpu_ms=1, wait_ms=500, max_threads=16)
     assert low["worker_class"] == high["worker_class"] == "gthread"
     assert low["concurrency"] < high["concurrency"]
-    # 2 CPUs / (1/501) x 1.25 = 1253 requests wanted; max_threads binds.
+    # 2 CPUs / (1/501) x 2 = 2004 requests wanted; 2 x 2 + 1 = 5 processes at
+    # most, and max_threads (16) binds before the GIL bound (375).
     assert capped["threads"] == 16
-    assert capped["workers"] == 3
-    assert capped["concurrency"] == 48
+    assert capped["workers"] == 5
+    assert capped["concurrency"] == 80
     assert any("max_threads caps each worker at 16" in line for line in capped["explain"])
 
 
@@ -146,9 +152,11 @@ def test_resources_alone_are_enough():
 
 # 5. workers x threads <= db_pool_max, db_pool_size reported.
 def test_db_pool_limits_concurrency():
+    # io on 4 CPUs: 9 workers x 18 threads without the pool; within 40
+    # connections the most workers that still use all 40 are 8 x 5.
     plan = gunicorn_plan(facts(4, 65536), profile="io", db_pool_max=40)
-    assert plan["workers"] == 5
-    assert plan["db_pool_size"] == plan["threads"] == 8
+    assert plan["workers"] == 8
+    assert plan["db_pool_size"] == plan["threads"] == 5
     assert plan["concurrency"] == 40
 
 

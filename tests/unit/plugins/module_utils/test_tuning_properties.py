@@ -13,7 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.flaskops.stack.plugins.module_utils.tuning import PROFILES, TuningError, gunicorn_plan
+from ansible_collections.flaskops.stack.plugins.module_utils.tuning import (
+    GIL_LOAD_MAX,
+    PROFILES,
+    TuningError,
+    gunicorn_plan,
+)
 
 settings.register_profile("flaskops", max_examples=300, deadline=None, derandomize=True)
 settings.load_profile("flaskops")
@@ -203,3 +208,17 @@ def test_more_hosts_never_more_connections_per_host(cpus, mem, w, h1, h2):
     fewer = gunicorn_plan(host(cpus, mem), fleet_hosts=few, **w)
     more = gunicorn_plan(host(cpus, mem), fleet_hosts=many, **w)
     assert more["concurrency"] <= fewer["concurrency"]
+
+
+@given(vcpus, cpu_ms, wait_ms)
+def test_gthread_processes_keep_their_gil_load_bounded(cpus, cpu, wait):
+    """With memory to spare and no caps, gthread workers number between C + 1 and 2C + 1, and each holds no
+    more threads than keep its requests' CPU share within GIL_LOAD_MAX (or a single thread)."""
+    plan = gunicorn_plan(
+        host(cpus, 2 * 1024 * 1024), cpu_ms=cpu, wait_ms=wait, max_threads=10000, worker_rss_mb=10, thread_rss_mb=0
+    )
+    if plan["worker_class"] != "gthread":
+        return
+    share = cpu / (cpu + wait)
+    assert cpus + 1 <= plan["workers"] <= 2 * cpus + 1
+    assert plan["threads"] == 1 or plan["threads"] * share <= GIL_LOAD_MAX + 1e-9
