@@ -70,10 +70,14 @@ CONCURRENCY_HEADROOM = 2.0
 #: greenlets) per process x the CPU share of a request stay within it, and the
 #: requests in flight spread over more processes instead (up to 2C + 1). More
 #: threads per process than that queue for its GIL and lengthen the tail.
-#: Hypothesis, not yet measured with this rule: it fits make bench's grid of
-#: 2026-11-21 (benchmarks/results/2026-11-21.md), whose best points at 256
-#: connections on 2 CPUs were 5 x 16 for io (0.047 x 16 = 0.75) and 5 x 4 for
-#: mixed, where the plan's 3 x 29 and 3 x 8 had 1.5 x their p99.
+#: Set from make bench's grid of 2026-11-21 (benchmarks/results/2026-11-21.md),
+#: whose best points at 256 connections on 2 CPUs were 5 x 16 for io (0.047 x
+#: 16 = 0.75) and 5 x 4 for mixed, where the plan's 3 x 29 and 3 x 8 had 1.5 x
+#: their p99; measured with the rule in make bench of 2026-12-04
+#: (benchmarks/results/2026-12-04.md): the plan's closed-loop p99 0.71-1.04 x
+#: the best's in all 16 cells, requests/s 0.96-1.11 x. Open loop at 80 % load,
+#: mixed on 2 CPUs had 1.71 x the p99 of 3 x 16 (5 x 4 holds 20 requests where
+#: bursts need more): not yet met.
 GIL_LOAD_MAX = 0.75
 
 #: Resident memory of the gunicorn master (it does not import the app unless
