@@ -11,6 +11,7 @@ import pytest
 from ansible.module_utils import _internal as module_utils_internal
 from ansible.module_utils.testing import patch_module_args  # ansible-core 2.19+ (meta/runtime.yml)
 
+from ansible_collections.flaskops.stack.plugins.module_utils import cgroups
 from ansible_collections.flaskops.stack.plugins.modules import resource_facts
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "resource_facts")
@@ -196,13 +197,13 @@ def test_tiny_quota_and_limit_at_host_memory(tmp_path, fake_host):
     ],
 )
 def test_count_cpu_list(text, expected):
-    assert resource_facts.count_cpu_list(text) == expected
+    assert cgroups.count_cpu_list(text) == expected
 
 
 @pytest.mark.parametrize("text", ["", "a-b", "3-1", "0,,1", "-1", "0-"])
 def test_count_cpu_list_bad(text):
     with pytest.raises(ValueError):
-        resource_facts.count_cpu_list(text)
+        cgroups.count_cpu_list(text)
 
 
 @pytest.mark.parametrize(
@@ -215,43 +216,43 @@ def test_count_cpu_list_bad(text):
     ],
 )
 def test_parse_cpu_max(text, expected):
-    assert resource_facts.parse_cpu_max(text) == expected
+    assert cgroups.parse_cpu_max(text) == expected
 
 
 @pytest.mark.parametrize("text", ["", "max x", "0 100000", "100000 0", "1 2 3", "1.5 100000"])
 def test_parse_cpu_max_bad(text):
     with pytest.raises(ValueError):
-        resource_facts.parse_cpu_max(text)
+        cgroups.parse_cpu_max(text)
 
 
 def test_parse_cfs():
-    assert resource_facts.parse_cfs("-1\n", "100000\n") is None
-    assert resource_facts.parse_cfs("250000\n", "100000\n") == 2.5
+    assert cgroups.parse_cfs("-1\n", "100000\n") is None
+    assert cgroups.parse_cfs("250000\n", "100000\n") == 2.5
     with pytest.raises(ValueError):
-        resource_facts.parse_cfs("-2", "100000")
+        cgroups.parse_cfs("-2", "100000")
     with pytest.raises(ValueError):
-        resource_facts.parse_cfs("100000", "0")
+        cgroups.parse_cfs("100000", "0")
 
 
 def test_parse_memory_limits():
-    assert resource_facts.parse_memory_max("max\n") is None
-    assert resource_facts.parse_memory_max("805306368\n") == 805306368
-    assert resource_facts.parse_v1_memory_limit("9223372036854771712\n") is None
-    assert resource_facts.parse_v1_memory_limit("9223372036854710272") is None
-    assert resource_facts.parse_v1_memory_limit("536870912") == 536870912
-    assert resource_facts.parse_hierarchical_memory_limit("cache 1\nhierarchical_memory_limit 4096\n") == 4096
-    assert resource_facts.parse_hierarchical_memory_limit("cache 1\n") is None
+    assert cgroups.parse_memory_max("max\n") is None
+    assert cgroups.parse_memory_max("805306368\n") == 805306368
+    assert cgroups.parse_v1_memory_limit("9223372036854771712\n") is None
+    assert cgroups.parse_v1_memory_limit("9223372036854710272") is None
+    assert cgroups.parse_v1_memory_limit("536870912") == 536870912
+    assert cgroups.parse_hierarchical_memory_limit("cache 1\nhierarchical_memory_limit 4096\n") == 4096
+    assert cgroups.parse_hierarchical_memory_limit("cache 1\n") is None
     with pytest.raises(ValueError):
-        resource_facts.parse_memory_max("-1")
+        cgroups.parse_memory_max("-1")
     with pytest.raises(ValueError):
-        resource_facts.parse_v1_memory_limit("lots")
+        cgroups.parse_v1_memory_limit("lots")
 
 
 def test_parse_meminfo_and_status():
-    assert resource_facts.parse_meminfo_total("MemFree: 1 kB\nMemTotal:  2048 kB\n") == 2 * MIB
-    assert resource_facts.parse_meminfo_total("MemFree: 1 kB\n") is None
-    assert resource_facts.parse_status_cpus("Cpus_allowed:\tff\nCpus_allowed_list:\t0-3,6\n") == 5
-    assert resource_facts.parse_status_cpus("Name:\tx\n") is None
+    assert cgroups.parse_meminfo_total("MemFree: 1 kB\nMemTotal:  2048 kB\n") == 2 * MIB
+    assert cgroups.parse_meminfo_total("MemFree: 1 kB\n") is None
+    assert cgroups.parse_status_cpus("Cpus_allowed:\tff\nCpus_allowed_list:\t0-3,6\n") == 5
+    assert cgroups.parse_status_cpus("Name:\tx\n") is None
 
 
 def test_parse_mountinfo():
@@ -262,7 +263,7 @@ def test_parse_mountinfo():
         "33 25 0:30 / /mnt/my\\040cgroups rw - cgroup cgroup rw,memory\n"
         "garbage\n"
     )
-    assert resource_facts.parse_mountinfo(text) == [
+    assert cgroups.parse_mountinfo(text) == [
         {"version": 2, "root": "/", "mountpoint": "/sys/fs/cgroup/unified", "options": ["rw", "nsdelegate"]},
         {
             "version": 1,
@@ -276,11 +277,11 @@ def test_parse_mountinfo():
 
 def test_parse_proc_cgroup():
     text = "12:pids:/a\n4:cpu,cpuacct:/b:c\n1:name=systemd:/d\n0::/e\nbroken\n"
-    assert resource_facts.parse_proc_cgroup(text) == (
+    assert cgroups.parse_proc_cgroup(text) == (
         "/e",
         {"pids": "/a", "cpu": "/b:c", "cpuacct": "/b:c", "name=systemd": "/d"},
     )
-    assert resource_facts.parse_proc_cgroup("") == (None, {})
+    assert cgroups.parse_proc_cgroup("") == (None, {})
 
 
 @pytest.mark.parametrize(
@@ -296,18 +297,18 @@ def test_parse_proc_cgroup():
     ],
 )
 def test_relative_cgroup_path(mount_root, proc_path, expected):
-    assert resource_facts.relative_cgroup_path(mount_root, proc_path) == expected
+    assert cgroups.relative_cgroup_path(mount_root, proc_path) == expected
 
 
 def test_cgroup_dirs():
     mount = {"version": 2, "root": "/", "mountpoint": "/sys/fs/cgroup", "options": []}
-    assert resource_facts.cgroup_dirs("/r", mount, "/a/b") == [
+    assert cgroups.cgroup_dirs("/r", mount, "/a/b") == [
         "/r/sys/fs/cgroup/a/b",
         "/r/sys/fs/cgroup/a",
         "/r/sys/fs/cgroup",
     ]
     mount = {"version": 1, "root": "/docker/x", "mountpoint": "/sys/fs/cgroup/memory", "options": ["memory"]}
-    assert resource_facts.cgroup_dirs("/", mount, "/elsewhere") == ["/sys/fs/cgroup/memory"]
+    assert cgroups.cgroup_dirs("/", mount, "/elsewhere") == ["/sys/fs/cgroup/memory"]
 
 
 def run_module(args, capsys):
