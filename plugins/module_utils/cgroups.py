@@ -406,3 +406,114 @@ def gather_resources(root="/"):
     inspector = Inspector(root)
     facts = inspector.gather()
     return facts, inspector.warnings
+
+
+# --- An app's processes: CPU time and memory ----------------------------------------------
+# For flaskops.stack.measure. Every function takes the root the paths are under.
+
+#: glibc's malloc arenas of threads other than the main one are mmapped in 64 MiB heaps
+#: (HEAP_MAX_SIZE on 64-bit), aligned to their size: the part in use is read-write, the rest a
+#: PROT_NONE reservation right after it.
+THREAD_ARENA_BYTES = 64 * MIB
+#: A thread stack (pthread) is a read-write mapping right after its guard, a PROT_NONE mapping of a
+#: page or a few; a larger PROT_NONE mapping before a read-write one is something else.
+STACK_GUARD_MAX_BYTES = 64 * 1024
+
+
+def unit_cgroup_dir(root, mount, control_group):
+    """The directory of a systemd unit's cgroup (``ControlGroup=``, such as ``/system.slice/shop.service``)
+    in a mounted hierarchy, under root; None when the unit's cgroup is not below the mount's root."""
+    rel = relative_cgroup_path(mount["root"], control_group)
+    if rel is None:
+        return None
+    base = rebase(root, mount["mountpoint"])
+    return posixpath.join(base, rel) if rel else base
+
+
+def parse_cgroup_procs(text):
+    """The PIDs listed in a cgroup.procs file. Raises ValueError on bad content."""
+    return {int(line) for line in text.split()}
+
+
+def parse_cpu_stat_usage(text):
+    """CPU time in nanoseconds from a cgroup v2 cpu.stat (``usage_usec``); None when the key is absent."""
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[0] == "usage_usec":
+            return int(fields[1]) * 1000
+    return None
+
+
+def parse_cpuacct_usage(text):
+    """CPU time in nanoseconds from a cgroup v1 cpuacct.usage."""
+    value = int(text.strip())
+    if value < 0:
+        raise ValueError("negative CPU time")
+    return value
+
+
+def parse_proc_stat_times(text):
+    """(utime + stime, cutime + cstime) in clock ticks from /proc/<pid>/stat: the process's own CPU
+    time (all its threads) and that of the children it has waited for."""
+    # The command name may hold spaces and parentheses: fields start after the last ')'.
+    fields = text.rpartition(")")[2].split()
+    utime, stime, cutime, cstime = (int(v) for v in fields[11:15])
+    return utime + stime, cutime + cstime
+
+
+def parse_anonymous_kb(text):
+    """The anonymous memory in kB of /proc/<pid>/smaps_rollup (or smaps: the sum over its mappings).
+    None when there is no ``Anonymous:`` line."""
+    total = None
+    for line in text.splitlines():
+        if line.startswith("Anonymous:"):
+            total = (total or 0) + int(line.split()[1])
+    return total
+
+
+def _smaps_mappings(lines):
+    """The mappings of /proc/<pid>/smaps: (start, end, perms, anonymous, anonymous kB) each, in order."""
+    mappings = []
+    for line in lines:
+        fields = line.split()
+        if not fields:
+            continue
+        if not fields[0].endswith(":") and "-" in fields[0] and len(fields) >= 5:
+            start, _, end = fields[0].partition("-")
+            # No path (field 6): an anonymous mapping; [heap], [stack] and files are not.
+            mappings.append([int(start, 16), int(end, 16), fields[1], len(fields) == 5, 0])
+        elif fields[0] == "Anonymous:" and mappings:
+            mappings[-1][4] = int(fields[1])
+    return mappings
+
+
+def thread_memory_kb(lines):
+    """The anonymous memory in kB of a process's thread stacks and its threads' malloc arenas, from the
+    lines of /proc/<pid>/smaps.
+
+    A thread stack is an anonymous read-write mapping right after its guard (an anonymous PROT_NONE
+    mapping of at most STACK_GUARD_MAX_BYTES); a thread's malloc arena is an anonymous read-write
+    mapping aligned to THREAD_ARENA_BYTES, followed by the PROT_NONE rest of it (if any). The main thread's
+    stack ([stack]) and arena ([heap]) are not counted. Raises ValueError on bad content.
+    """
+    mappings = _smaps_mappings(lines)
+    total = 0
+    for index, (start, end, perms, anonymous, anon_kb) in enumerate(mappings):
+        if not anonymous or not perms.startswith("rw"):
+            continue
+        before = mappings[index - 1] if index else None
+        after = mappings[index + 1] if index + 1 < len(mappings) else None
+        stack = (
+            before is not None
+            and before[3]
+            and before[2].startswith("---")
+            and before[1] == start
+            and before[1] - before[0] <= STACK_GUARD_MAX_BYTES
+        )
+        # An arena in use to its end has no PROT_NONE rest.
+        rest = after is not None and after[3] and after[2].startswith("---") and after[0] == end
+        arena_end = after[1] if rest else end
+        arena = start % THREAD_ARENA_BYTES == 0 and arena_end - start == THREAD_ARENA_BYTES
+        if stack or arena:
+            total += anon_kb
+    return total
