@@ -479,7 +479,7 @@ def _smaps_mappings(lines):
         if not fields:
             continue
         if not fields[0].endswith(":") and "-" in fields[0] and len(fields) >= 5:
-            start, _, end = fields[0].partition("-")
+            start, end = fields[0].split("-", 1)
             # No path (field 6): an anonymous mapping; [heap], [stack] and files are not.
             mappings.append([int(start, 16), int(end, 16), fields[1], len(fields) == 5, 0])
         elif fields[0] == "Anonymous:" and mappings:

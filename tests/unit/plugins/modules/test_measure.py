@@ -68,6 +68,7 @@ class Host:
 
     def __init__(self, case, tmp_path):
         self.root = str(tmp_path / case)
+        self.slept, self.ran = None, None  # set by run_module
         shutil.copytree(os.path.join(FIXTURES, case), self.root)
         os.symlink("/srv/shop/releases/r1", self.path("proc/100/cwd"))
         config = self.path("srv/shop/releases/r1/gunicorn.conf.py")
@@ -106,7 +107,8 @@ class Clock:
 
 def run_module(host, args, capsys, traffic, unit_states=(UNIT, UNIT)):
     """Run the module on ``host`` with ``args``; ``traffic`` is what happens during the window, systemctl
-    show answers ``unit_states`` in turn. Returns (result, the seconds slept, the systemctl command lines)."""
+    show answers ``unit_states`` in turn. Returns the result; ``host.slept`` has the seconds slept and
+    ``host.ran`` the systemctl command lines."""
     states, ran = list(unit_states), []
 
     def run_command(_module, argv, **_kwargs):
@@ -124,7 +126,8 @@ def run_module(host, args, capsys, traffic, unit_states=(UNIT, UNIT)):
         pytest.raises(SystemExit),
     ):
         measure.main()
-    return json.loads(capsys.readouterr().out), clock.slept, ran
+    host.slept, host.ran = clock.slept, ran
+    return json.loads(capsys.readouterr().out)
 
 
 def warnings(result):
@@ -155,12 +158,12 @@ def hybrid_traffic(host, requests=600, urt="0.050", cpu_usec=6_200_000):
 def test_a_window_of_traffic_on_the_test_containers_layout(tmp_path, capsys, check_mode):
     host = Host("hybrid", tmp_path)
     args = {"app": "shop", "window": 60, "_ansible_check_mode": check_mode}
-    result, slept, ran = run_module(host, args, capsys, hybrid_traffic(host))
+    result = run_module(host, args, capsys, hybrid_traffic(host))
 
     assert "failed" not in result, result.get("msg")
     assert result["changed"] is False
-    assert slept == [60]
-    assert ran[0][1:] == [
+    assert host.slept == [60]
+    assert host.ran[0][1:] == [
         "show",
         "--property=MainPID",
         "--property=ControlGroup",
@@ -203,7 +206,7 @@ def test_a_window_of_traffic_on_the_test_containers_layout(tmp_path, capsys, che
 def test_unit_and_log_can_be_named(tmp_path, capsys):
     host = Host("hybrid", tmp_path)
     os.rename(host.path(LOG), host.path("var/log/shop.log"))
-    result, _, ran = run_module(
+    result = run_module(
         host,
         {"app": "shop", "unit": "shop-web.service", "access_log": "/var/log/shop.log", "min_requests": 10},
         capsys,
@@ -212,7 +215,7 @@ def test_unit_and_log_can_be_named(tmp_path, capsys):
             host.write("sys/fs/cgroup/unified/system.slice/shop.service/cpu.stat", "usage_usec 5020000\n"),
         ),
     )
-    assert ran[0][-1] == "shop-web.service"
+    assert host.ran[0][-1] == "shop-web.service"
     assert (result["requests"], result["cpu_ms"], result["wait_ms"]) == (20, 1.0, 9.0)
     assert result["sources"]["requests"] == "/var/log/shop.log"
 
@@ -227,7 +230,7 @@ def test_cgroup_v1_cpuacct_of_the_unit(tmp_path, capsys):
         host.requests(1000, urt="0.004")
         host.write("sys/fs/cgroup/cpu,cpuacct/system.slice/shop.service/cpuacct.usage", "10000000000\n")
 
-    result, _, _ = run_module(host, {"app": "shop"}, capsys, traffic)
+    result = run_module(host, {"app": "shop"}, capsys, traffic)
     assert "failed" not in result, result.get("msg")
     # 3 s over 1000 requests of 4 ms.
     assert (result["cpu_ms"], result["wait_ms"]) == (3.0, 1.0)
@@ -261,7 +264,7 @@ def test_proc_when_the_unit_has_no_cgroup_of_its_own(tmp_path, capsys):
         shutil.copytree(host.path("proc/202"), host.path("proc/204"))
         host.write("proc/204/stat", proc_stat(204, 100, 8, 2))
 
-    result, _, _ = run_module(host, {"app": "shop"}, capsys, traffic)
+    result = run_module(host, {"app": "shop"}, capsys, traffic)
     assert "failed" not in result, result.get("msg")
     ticks_after = (520 + 110 + 1500 + 300) + (350 + 60) + (340 + 60) + (8 + 2)
     # 203's first 350 ticks were in the first reading as a worker's, all its 600 in the second as the master's.
@@ -278,7 +281,7 @@ def test_cgroup_v2_wins_over_v1(tmp_path, capsys):
     host = Host("hybrid", tmp_path)
     host.write("sys/fs/cgroup/cpu,cpuacct/system.slice/shop.service/cgroup.procs", "100\n201\n202\n203\n")
     host.write("sys/fs/cgroup/cpu,cpuacct/system.slice/shop.service/cpuacct.usage", "1000\n")
-    result, _, _ = run_module(host, {"app": "shop"}, capsys, hybrid_traffic(host))
+    result = run_module(host, {"app": "shop"}, capsys, hybrid_traffic(host))
     assert result["sources"]["cpu"] == "cgroup_v2"
     assert result["cpu_ms"] == 2.0
 
@@ -294,7 +297,7 @@ def test_a_cgroup_without_the_master_is_someone_elses(tmp_path, capsys):
         hybrid_traffic(host)()
         host.write("proc/100/stat", proc_stat(100, 1, 500 + 300, 100))  # 3 s
 
-    result, _, _ = run_module(host, {"app": "shop"}, capsys, traffic)
+    result = run_module(host, {"app": "shop"}, capsys, traffic)
     assert "failed" not in result, result.get("msg")
     assert result["sources"]["cpu"] == "proc"
     assert (result["cpu_ms"], result["wait_ms"]) == (5.0, 45.0)
@@ -307,7 +310,7 @@ def test_proc_refuses_a_cpu_time_its_ticks_cannot_measure(tmp_path, capsys):
         host.requests(600, urt="0.010")
         host.write("proc/100/stat", proc_stat(100, 1, 500 + 30, 100, 1000, 200))  # 0.3 s of CPU
 
-    result, _, _ = run_module(host, {"app": "shop"}, capsys, traffic)
+    result = run_module(host, {"app": "shop"}, capsys, traffic)
     assert result["failed"] is True
     assert "app shop" in result["msg"]
     assert "0.30 s" in result["msg"] and "4 processes" in result["msg"] and "at most 2 %" in result["msg"]
@@ -318,7 +321,7 @@ def test_proc_refuses_a_cpu_time_its_ticks_cannot_measure(tmp_path, capsys):
 
 def test_too_few_requests_are_refused(tmp_path, capsys):
     host = Host("hybrid", tmp_path)
-    result, _, _ = run_module(host, {"app": "shop"}, capsys, hybrid_traffic(host, requests=499))
+    result = run_module(host, {"app": "shop"}, capsys, hybrid_traffic(host, requests=499))
     assert result["failed"] is True
     assert result["msg"].startswith("app shop: 499 requests answered in the 60 s window")
     assert "fewer than min_requests=500" in result["msg"]
@@ -328,7 +331,7 @@ def test_too_few_requests_are_refused(tmp_path, capsys):
 
 def test_the_minimum_can_be_lowered(tmp_path, capsys):
     host = Host("hybrid", tmp_path)
-    result, _, _ = run_module(
+    result = run_module(
         host, {"app": "shop", "min_requests": 499}, capsys, hybrid_traffic(host, requests=499, cpu_usec=5_998_000)
     )
     assert "failed" not in result, result.get("msg")
@@ -339,7 +342,7 @@ def test_the_minimum_can_be_lowered(tmp_path, capsys):
 def test_a_busy_cpu_is_refused(tmp_path, capsys):
     host = Host("hybrid", tmp_path)
     # 72 s of CPU in 60 s on 2 CPUs: 0.6 of them.
-    result, _, _ = run_module(host, {"app": "shop"}, capsys, hybrid_traffic(host, cpu_usec=77_000_000))
+    result = run_module(host, {"app": "shop"}, capsys, hybrid_traffic(host, cpu_usec=77_000_000))
     assert result["failed"] is True
     assert result["msg"].startswith("app shop was too busy for a clean estimate: it used 0.60 of its 2 CPUs")
     assert "max_utilization 0.5" in result["msg"]
@@ -349,7 +352,7 @@ def test_a_busy_cpu_is_refused(tmp_path, capsys):
 
 def test_a_busy_app_is_kept_with_a_warning_when_asked(tmp_path, capsys):
     host = Host("hybrid", tmp_path)
-    result, _, _ = run_module(
+    result = run_module(
         host, {"app": "shop", "on_saturation": "warn"}, capsys, hybrid_traffic(host, cpu_usec=77_000_000)
     )
     assert "failed" not in result, result.get("msg")
@@ -361,13 +364,13 @@ def test_a_busy_app_is_kept_with_a_warning_when_asked(tmp_path, capsys):
 def test_requests_near_the_capacity_are_refused(tmp_path, capsys):
     host = Host("hybrid", tmp_path)
     # 600 requests of 1 s in 60 s: 10 in flight, of 3 x 4 = 12 (more than 0.75 x 12).
-    result, _, _ = run_module(host, {"app": "shop"}, capsys, hybrid_traffic(host, urt="1.000"))
+    result = run_module(host, {"app": "shop"}, capsys, hybrid_traffic(host, urt="1.000"))
     assert result["failed"] is True
     assert "10.0 requests were in flight, of a capacity of 12 (max_in_flight 0.75)" in result["msg"]
     assert "wait_ms (998.00 ms here)" in result["msg"]
     # A capacity given explicitly wins over the configuration.
     host = Host("hybrid", tmp_path / "again")
-    result, _, _ = run_module(host, {"app": "shop", "capacity": 40}, capsys, hybrid_traffic(host, urt="1.000"))
+    result = run_module(host, {"app": "shop", "capacity": 40}, capsys, hybrid_traffic(host, urt="1.000"))
     assert "failed" not in result, result.get("msg")
     assert (result["capacity"], result["sources"]["capacity"]) == (40, "option")
 
@@ -375,7 +378,7 @@ def test_requests_near_the_capacity_are_refused(tmp_path, capsys):
 def test_a_restart_during_the_window_is_refused(tmp_path, capsys):
     host = Host("hybrid", tmp_path)
     restarted = UNIT.replace("MainPID=100", "MainPID=150")
-    result, _, _ = run_module(host, {"app": "shop"}, capsys, hybrid_traffic(host), (UNIT, restarted))
+    result = run_module(host, {"app": "shop"}, capsys, hybrid_traffic(host), (UNIT, restarted))
     assert result["failed"] is True
     assert result["msg"] == "app shop: shop.service restarted during the window (master 100, then 150); measure again"
 
@@ -388,7 +391,7 @@ def test_a_new_release_during_the_window_is_refused(tmp_path, capsys):
         os.remove(host.path("proc/100/cwd"))
         os.symlink("/srv/shop/releases/r2", host.path("proc/100/cwd"))
 
-    result, _, _ = run_module(host, {"app": "shop"}, capsys, traffic)
+    result = run_module(host, {"app": "shop"}, capsys, traffic)
     assert result["failed"] is True
     assert (
         "loaded another release during the window (/srv/shop/releases/r1, then /srv/shop/releases/r2)"
@@ -403,7 +406,7 @@ def test_a_rotated_log_is_refused(tmp_path, capsys):
         os.rename(host.path(LOG), host.path(LOG + ".1"))
         host.requests(600)
 
-    result, _, _ = run_module(host, {"app": "shop"}, capsys, traffic)
+    result = run_module(host, {"app": "shop"}, capsys, traffic)
     assert result["failed"] is True
     assert "was rotated during the window; measure again" in result["msg"]
 
@@ -411,20 +414,20 @@ def test_a_rotated_log_is_refused(tmp_path, capsys):
 def test_a_unit_that_does_not_run(tmp_path, capsys):
     host = Host("hybrid", tmp_path)
     stopped = "MainPID=0\nControlGroup=\nActiveState=inactive\n"
-    result, slept, _ = run_module(host, {"app": "shop"}, capsys, hybrid_traffic(host), (stopped,))
+    result = run_module(host, {"app": "shop"}, capsys, hybrid_traffic(host), (stopped,))
     assert result["failed"] is True
     assert result["msg"] == "app shop: shop.service does not run (inactive); nothing to measure"
-    assert slept == []
+    assert host.slept == []
 
 
 def test_a_missing_log(tmp_path, capsys):
     host = Host("hybrid", tmp_path)
     os.remove(host.path(LOG))
-    result, slept, _ = run_module(host, {"app": "shop"}, capsys, hybrid_traffic(host))
+    result = run_module(host, {"app": "shop"}, capsys, hybrid_traffic(host))
     assert result["failed"] is True
     assert result["msg"].startswith("app shop: cannot read its access log")
     assert "Set access_log" in result["msg"]
-    assert slept == []
+    assert host.slept == []
 
 
 @pytest.mark.parametrize(
@@ -439,16 +442,16 @@ def test_a_missing_log(tmp_path, capsys):
 )
 def test_bad_options(tmp_path, capsys, args, words):
     host = Host("hybrid", tmp_path)
-    result, slept, _ = run_module(host, dict(args, app="shop"), capsys, hybrid_traffic(host))
+    result = run_module(host, dict(args, app="shop"), capsys, hybrid_traffic(host))
     assert result["failed"] is True
     assert result["msg"] == words
-    assert slept == []
+    assert host.slept == []
 
 
 def test_no_configuration_skips_the_in_flight_check_with_a_warning(tmp_path, capsys):
     host = Host("hybrid", tmp_path)
     os.remove(host.path("srv/shop/releases/r1/gunicorn.conf.py"))
-    result, _, _ = run_module(host, {"app": "shop"}, capsys, hybrid_traffic(host, urt="1.000"))
+    result = run_module(host, {"app": "shop"}, capsys, hybrid_traffic(host, urt="1.000"))
     assert "failed" not in result, result.get("msg")
     assert (result["capacity"], result["threads"], result["sources"]["capacity"]) == (None, None, None)
     assert any("the in-flight check is skipped; set capacity" in w for w in warnings(result))
