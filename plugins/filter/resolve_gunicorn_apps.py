@@ -14,7 +14,10 @@ description:
   - Applies the defaults of the role's argument spec to every key of every app, and checks what the spec cannot
     express (the name and C(wsgi) patterns, exactly one of C(source.path) and C(source.pip), the source directory
     on the controller, the release id, C(health_path), settings the stack owns, unique names and sockets).
-  - Plans each app with P(flaskops.stack.gunicorn_tuning#filter) from the host's facts and its C(workload).
+  - Plans each app with P(flaskops.stack.gunicorn_tuning#filter) from the host's facts and its C(workload), over the
+    app's measured workload when there is one (C(<measured_dir>/<app>.yml), written by the C(measure) playbook) -
+    the app's own C(workload) keys win, the measured C(cpu_ms) and C(wait_ms) win over a C(profile), and the plan's
+    C(explain) starts by naming the file and the requests its figures rest on.
   - Bad input fails with a message naming the app, the field and the value.
 positional: _input, facts, settings
 options:
@@ -30,8 +33,9 @@ options:
   settings:
     description:
       - The role-wide values, each the C(gunicorn_) variable of the same name without its prefix - C(base_dir)
-        (an app's home is C(<base_dir>/<name>)), C(socket_dir) (where an app's socket is unless it sets C(socket)),
-        C(health_retries) and C(health_delay).
+        (an app's home is C(<base_dir>/<name>)), C(state_dir), C(socket_dir) (where an app's socket is unless it
+        sets C(socket)), C(health_retries), C(health_delay), C(fleet_hosts) and C(measured_dir) (the directory of
+        the host's measured workloads, or V(null)).
     type: dict
     required: true
 """
@@ -41,7 +45,8 @@ EXAMPLES = r"""
   ansible.builtin.set_fact:
     apps: >-
       {{ gunicorn_apps | flaskops.stack.resolve_gunicorn_apps(ansible_facts, {'base_dir': '/srv',
-         'socket_dir': '/run/flaskops', 'health_retries': 30, 'health_delay': 1}) }}
+         'state_dir': '/var/lib/flaskops', 'socket_dir': '/run/flaskops', 'health_retries': 30, 'health_delay': 1,
+         'fleet_hosts': 1, 'measured_dir': none}) }}
 """
 
 RETURN = r"""
@@ -55,6 +60,11 @@ _value:
     socket: {description: The app's listening unix socket., type: str}
     static_dir: {description: The absolute directory of its static files, or V(null)., type: str}
     plan: {description: The app's plan from P(flaskops.stack.gunicorn_tuning#filter)., type: dict}
+    measured:
+      description:
+        - The app's measured workload - C(file), C(requests), C(measured_at) and C(used) (the keys the plan took
+          from it) - or V(null) when it has none.
+      type: dict
     preload: {description: Whether C(settings.preload_app) is on (a new release then needs a restart)., type: bool}
     ready_timeout: {description: Seconds the readiness check waits after a start or reload., type: int}
 """

@@ -48,7 +48,19 @@ _OWNED_SETTINGS = {
     "chdir": "the app runs from its release; a fixed directory would outlive the release it names",
 }
 # The role-wide values each resolver takes (the role's variables without their prefix).
-GUNICORN_SETTINGS = ("base_dir", "state_dir", "socket_dir", "health_retries", "health_delay", "fleet_hosts")
+GUNICORN_SETTINGS = (
+    "base_dir",
+    "state_dir",
+    "socket_dir",
+    "health_retries",
+    "health_delay",
+    "fleet_hosts",
+    "measured_dir",
+)
+# The workload keys a measured workload file (playbooks/measure.yml, flaskops.stack.measure) may set. The
+# first two are one measurement: an app that sets either keeps its own pair.
+_MEASURED_PAIR = ("cpu_ms", "wait_ms")
+_MEASURED_KEYS = (*_MEASURED_PAIR, "worker_rss_mb", "thread_rss_mb")
 NGINX_SETTINGS = (
     "listen_port",
     "listen_tls_port",
@@ -310,11 +322,94 @@ def _state(label, app):
     }
 
 
+def _measured(label, measured_dir, name):
+    """The measured workload of app ``name``, ``<measured_dir>/<name>.yml``, checked; None when there is none."""
+    if not measured_dir:
+        return None
+    path = os.path.join(measured_dir, "%s.yml" % name)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except FileNotFoundError:
+        return None
+    except (OSError, yaml.YAMLError) as exc:
+        raise ResolveError("%s: cannot read the measured workload %s: %s" % (label, path, exc)) from None
+    workload = data.get("workload") if isinstance(data, Mapping) else None
+    if not isinstance(workload, Mapping):
+        raise ResolveError(
+            "%s: the measured workload %s has no 'workload' dict (see playbooks/measure.yml)" % (label, path)
+        )
+    if data.get("app", name) != name:
+        raise ResolveError("%s: the measured workload %s is app %r's" % (label, path, data["app"]))
+    pair = [key for key in _MEASURED_PAIR if workload.get(key) is not None]
+    if len(pair) == 1:
+        raise ResolveError(
+            "%s: the measured workload %s sets %s without %s"
+            % (label, path, pair[0], " and ".join(key for key in _MEASURED_PAIR if key not in pair))
+        )
+    unknown = sorted(str(key) for key in workload if key not in _MEASURED_KEYS)
+    if unknown:
+        raise ResolveError(
+            "%s: the measured workload %s sets %s; it may set only %s"
+            % (label, path, ", ".join(unknown), ", ".join(_MEASURED_KEYS))
+        )
+    return {
+        "file": path,
+        "requests": data.get("requests"),
+        "window_s": data.get("window_s"),
+        "measured_at": data.get("measured_at"),
+        "workload": {key: value for key, value in workload.items() if value is not None},
+    }
+
+
+def _with_measured(given, measured):
+    """The app's workload ``given`` over the ``measured`` one: (the merged workload, the measured keys used)."""
+    if measured is None:
+        return dict(given), []
+    mine = {key for key, value in given.items() if value is not None}
+    taken = [key for key in _MEASURED_KEYS if key in measured["workload"] and key not in mine]
+    if mine & set(_MEASURED_PAIR):
+        taken = [key for key in taken if key not in _MEASURED_PAIR]
+    workload = dict(given)
+    workload.update((key, measured["workload"][key]) for key in taken)
+    return workload, taken
+
+
+def _measured_record(measured, taken):
+    """What the app's record says of its measured workload: the file, its requests and date, the keys used."""
+    if measured is None:
+        return None
+    return {
+        "file": measured["file"],
+        "requests": measured["requests"],
+        "measured_at": measured["measured_at"],
+        "used": taken,
+    }
+
+
+def _measured_sentence(measured, taken, given):
+    used = ", ".join("%s %s" % (key, measured["workload"][key]) for key in taken) or "none of its figures"
+    kept = sorted(set(measured["workload"]) - set(taken))
+    sentence = "Measured workload %s (%s requests over %s s, %s): %s used" % (
+        measured["file"],
+        measured["requests"],
+        measured["window_s"],
+        measured["measured_at"],
+        used,
+    )
+    if kept:
+        sentence += "; the app's own workload sets %s" % ", ".join(kept)
+    if given.get("profile") and "cpu_ms" in taken:
+        sentence += "; the measured cpu_ms and wait_ms win over the profile '%s'" % given["profile"]
+    return sentence + "."
+
+
 def resolve_gunicorn_apps(apps, facts, settings):
     """The gunicorn role's record of each app: its input with every default, its names and its plan.
 
-    ``settings`` holds the role-wide values (base_dir, state_dir, socket_dir, health_retries, health_delay:
-    the gunicorn_* variables without their prefix).
+    ``settings`` holds the role-wide values (base_dir, state_dir, socket_dir, health_retries, health_delay,
+    fleet_hosts, measured_dir: the gunicorn_* variables without their prefix). An app with a measured workload,
+    ``<measured_dir>/<app>.yml``, is planned with its figures where its own workload does not set them.
     """
     _settings("resolve_gunicorn_apps", settings, GUNICORN_SETTINGS)
     base_dir, socket_dir = settings["base_dir"].rstrip("/"), settings["socket_dir"].rstrip("/")
@@ -327,14 +422,19 @@ def resolve_gunicorn_apps(apps, facts, settings):
         app = _with_defaults(item, options)
         app["health_path"] = _given(item, "health_path") or options["health_path"]["default"]
         _check_app(label, app)
-        workload = dict(app["workload"] or {})
+        given = dict(app["workload"] or {})
+        measured = _measured(label, settings["measured_dir"], app["name"])
+        workload, taken = _with_measured(given, measured)
         if workload.get("db_max_connections") is not None and workload.get("fleet_hosts") is None:
             # The database budget is shared by every host of the fleet (gunicorn_fleet_hosts).
             workload["fleet_hosts"] = _whole(label, "gunicorn_fleet_hosts", settings["fleet_hosts"], 1)
         try:
             plan = gunicorn_plan(facts, **workload)
         except TuningError as exc:
-            raise ResolveError("%s: workload: %s" % (label, exc)) from None
+            where = "measured workload %s" % measured["file"] if exc.field in taken else "workload"
+            raise ResolveError("%s: %s: %s" % (label, where, exc)) from None
+        if measured is not None:
+            plan["explain"].insert(0, _measured_sentence(measured, taken, given))
         home = "%s/%s" % (base_dir, app["name"])
         static_dir = _given(item, "static_dir")
         if static_dir is not None and not static_dir.startswith("/"):
@@ -349,6 +449,7 @@ def resolve_gunicorn_apps(apps, facts, settings):
             socket=_given(item, "socket") or "%s/%s.sock" % (socket_dir, app["name"]),
             static_dir=static_dir,
             plan=plan,
+            measured=_measured_record(measured, taken),
             # preload_app imports the app in the master, which a reload keeps: another release
             # needs a restart.
             preload=bool(app["settings"].get("preload_app", False)),

@@ -25,6 +25,7 @@ GUNICORN = {
     "health_retries": 30,
     "health_delay": 1,
     "fleet_hosts": 1,
+    "measured_dir": None,
 }
 ROLES = os.path.join(os.path.dirname(resolver.__file__), "..", "..", "roles")
 
@@ -368,3 +369,92 @@ def test_nginx_sites_get_the_apps_health_path_and_check_it():
     with pytest.raises(ResolveError, match="'nginx_drain_flag' must be an absolute path"):
         resolve_nginx_sites([], FACTS, nginx_settings(drain_flag="drained"))
     assert resolve_nginx_sites([], FACTS, nginx_settings(lb_health_path=None))["lb_health_path"] is None
+
+
+# --- Measured workloads (playbooks/measure.yml) ------------------------------------------
+
+
+def measured_file(directory, app="shop", **workload):
+    """A file as playbooks/measure.yml writes it, with ``workload``."""
+    data = {
+        "app": app,
+        "host": "web1",
+        "measured_at": "2026-11-24T10:31:07Z",
+        "requests": 5234,
+        "window_s": 60.01,
+        "workload": workload,
+        "sources": {"cpu": "cgroup_v2"},
+    }
+    path = directory / ("%s.yml" % app)
+    path.write_text("# measured\n" + yaml.safe_dump(data), encoding="utf-8")
+    return str(path)
+
+
+def test_a_measured_workload_wins_over_the_profile(tmp_path):
+    path = measured_file(tmp_path, cpu_ms=20.0, wait_ms=0.5, worker_rss_mb=150.0)
+    settings = dict(GUNICORN, measured_dir=str(tmp_path))
+    (profile_only,) = resolve_gunicorn_apps([gunicorn_app(workload={"profile": "io"})], FACTS, GUNICORN)
+    (record,) = resolve_gunicorn_apps([gunicorn_app(workload={"profile": "io"})], FACTS, settings)
+    # io alone asks for threads; the measured app is CPU-bound.
+    assert profile_only["plan"]["worker_class"] == "gthread" and profile_only["measured"] is None
+    assert record["plan"]["worker_class"] == "sync"
+    # 150 MiB per worker and the default 4 MiB for its one thread: 3 workers, twice over during a reload, the master.
+    assert record["plan"]["memory_peak_mb"] == 30 + 2 * 3 * (150 + 4)
+    assert record["measured"] == {
+        "file": path,
+        "requests": 5234,
+        "measured_at": "2026-11-24T10:31:07Z",
+        "used": ["cpu_ms", "wait_ms", "worker_rss_mb"],
+    }
+    assert record["plan"]["explain"][0] == (
+        "Measured workload %s (5234 requests over 60.01 s, 2026-11-24T10:31:07Z): cpu_ms 20.0, wait_ms 0.5, "
+        "worker_rss_mb 150.0 used; the measured cpu_ms and wait_ms win over the profile 'io'." % path
+    )
+    assert "measured 20 ms CPU + 0.5 ms waiting per request" in record["plan"]["explain"][1]
+    # The app's input is not changed.
+    assert record["workload"] == {"profile": "io"}
+
+
+def test_the_apps_own_workload_keys_win_over_measured_ones(tmp_path):
+    measured_file(tmp_path, cpu_ms=20.0, wait_ms=0.5, worker_rss_mb=150.0, thread_rss_mb=2.0)
+    settings = dict(GUNICORN, measured_dir=str(tmp_path))
+    own = {"wait_ms": 48, "cpu_ms": 2, "worker_rss_mb": 100}
+    (record,) = resolve_gunicorn_apps([gunicorn_app(workload=own)], FACTS, settings)
+    assert record["measured"]["used"] == ["thread_rss_mb"]
+    assert record["plan"]["worker_class"] == "gthread"
+    threads = record["plan"]["threads"]
+    assert record["plan"]["memory_peak_mb"] == 30 + 2 * record["plan"]["workers"] * (100 + threads * 2)
+    assert record["plan"]["explain"][0].endswith(
+        "thread_rss_mb 2.0 used; the app's own workload sets cpu_ms, wait_ms, worker_rss_mb."
+    )
+
+
+def test_without_a_measured_file_nothing_changes(tmp_path):
+    measured_file(tmp_path, app="other", cpu_ms=20.0, wait_ms=0.5)
+    plain = resolve_gunicorn_apps([gunicorn_app()], FACTS, GUNICORN)[0]
+    for directory in (str(tmp_path), str(tmp_path / "missing"), "", None):
+        record = resolve_gunicorn_apps([gunicorn_app()], FACTS, dict(GUNICORN, measured_dir=directory))[0]
+        assert record["measured"] is None
+        assert record["plan"] == plain["plan"]
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        ("workload: [1\n", ["cannot read the measured workload"]),
+        ("requests: 5\n", ["has no 'workload' dict"]),
+        ("app: api\nworkload: {cpu_ms: 1, wait_ms: 1}\n", ["is app 'api''s"]),
+        ("workload: {cpu_ms: 1, wait_ms: 1, workers: 9}\n", ["sets workers; it may set only cpu_ms, wait_ms"]),
+        ("workload: {cpu_ms: 1}\n", ["sets cpu_ms without wait_ms"]),
+        ("workload: {cpu_ms: -1, wait_ms: 1}\n", ["measured workload", "'cpu_ms' must be greater than 0", "-1"]),
+    ],
+)
+def test_a_bad_measured_file_is_named(tmp_path, content, words):
+    (tmp_path / "shop.yml").write_text(content, encoding="utf-8")
+    with pytest.raises(ResolveError) as error:
+        resolve_gunicorn_apps([gunicorn_app()], FACTS, dict(GUNICORN, measured_dir=str(tmp_path)))
+    message = str(error.value)
+    assert message.startswith("gunicorn_apps: app 'shop': ")
+    assert str(tmp_path / "shop.yml") in message
+    for word in words:
+        assert word in message, (word, message)
