@@ -147,6 +147,8 @@ workload:
   description:
     - The measured workload inputs of P(flaskops.stack.gunicorn_tuning#filter), under their names there -
       C(cpu_ms), C(wait_ms), C(worker_rss_mb) and, when measured, C(thread_rss_mb).
+    - Only returned with an estimate the module stands by; a too busy app that is refused returns the other
+      figures, to show why, but not this.
   returned: success
   type: dict
   sample: {cpu_ms: 2.04, wait_ms: 48.31, worker_rss_mb: 61.2, thread_rss_mb: 0.41}
@@ -691,13 +693,14 @@ def measure(module, root=None):
             "capacity": "option" if params["capacity"] is not None else config,
         },
     )
-    result["workload"] = _workload(result)
     busy = _saturation(app, params, result)
     result["saturated"] = busy is not None
     if busy and params["on_saturation"] == "fail":
+        # The figures, to see why; no workload to plan with.
         raise Refused(busy, result)
     if busy:
         module.warn(busy)
+    result["workload"] = _workload(result)
     return result
 
 

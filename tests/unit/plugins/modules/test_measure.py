@@ -348,6 +348,9 @@ def test_a_busy_cpu_is_refused(tmp_path, capsys):
     assert "max_utilization 0.5" in result["msg"]
     assert result["utilization"] == 0.6
     assert result["saturated"] is True
+    # The figures show why; there is no workload to plan with (measure.yml writes only those).
+    assert result["cpu_ms"] == 120.0
+    assert "workload" not in result
 
 
 def test_a_busy_app_is_kept_with_a_warning_when_asked(tmp_path, capsys):
@@ -368,6 +371,7 @@ def test_requests_near_the_capacity_are_refused(tmp_path, capsys):
     assert result["failed"] is True
     assert "10.0 requests were in flight, of a capacity of 12 (max_in_flight 0.75)" in result["msg"]
     assert "wait_ms (998.00 ms here)" in result["msg"]
+    assert "workload" not in result
     # A capacity given explicitly wins over the configuration.
     host = Host("hybrid", tmp_path / "again")
     result = run_module(host, {"app": "shop", "capacity": 40}, capsys, hybrid_traffic(host, urt="1.000"))
