@@ -29,6 +29,7 @@ measurement. It measures; it asserts nothing about the results (the smoke test c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -286,9 +287,47 @@ def wrk(port: int, path: str, connections: int, seconds: float) -> dict:
     return parse_wrk(result.stdout)
 
 
+# The open-loop client's niceness. A 2-CPU cell on a 2-CPU machine lets the stack take every CPU; a
+# client that waits for one sends late, and since latency counts from the due time, its own queueing
+# would be charged to the server (2026-12-04, mixed on 2 CPUs: the client's lag p99 11 ms with the
+# plan's 5 workers, 2 ms with the best's 3). Raising a priority needs root; elsewhere the client
+# keeps its niceness and each run records the one it had.
+CLIENT_NICE = -10
+
+
+@contextlib.contextmanager
+def client_priority():
+    """Run the block (and the threads and processes it starts) at CLIENT_NICE if allowed; yields the niceness."""
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, CLIENT_NICE)
+    except PermissionError:
+        yield before
+        return
+    try:
+        yield CLIENT_NICE
+    finally:
+        os.setpriority(os.PRIO_PROCESS, 0, before)
+
+
 def open_loop_run(port: int, path: str, rate: float, connections: int, seconds: float) -> dict:
     """An open-loop run with loadgen: requests due at ``rate``/s whatever the answers, latency from the due time."""
-    result = loadgen.run(
+    with client_priority() as nice:
+        result = _open_loop(port, path, rate, connections, seconds)
+    return {
+        "sent": result.sent,
+        "ok": result.ok,
+        "errors": result.failed,
+        "rps": result.ok / result.elapsed_s if result.elapsed_s else 0.0,
+        "p50_ms": result.latency_ms["p50"],
+        "p99_ms": result.latency_ms["p99"],
+        "lag_p99_ms": result.lag_ms.get("p99"),
+        "client_nice": nice,
+    }
+
+
+def _open_loop(port: int, path: str, rate: float, connections: int, seconds: float) -> loadgen.Result:
+    return loadgen.run(
         loadgen.Config(
             url="http://127.0.0.1:%d" % port,
             duration=seconds,
@@ -302,15 +341,6 @@ def open_loop_run(port: int, path: str, rate: float, connections: int, seconds: 
             open_loop=True,
         )
     )
-    return {
-        "sent": result.sent,
-        "ok": result.ok,
-        "errors": result.failed,
-        "rps": result.ok / result.elapsed_s if result.elapsed_s else 0.0,
-        "p50_ms": result.latency_ms["p50"],
-        "p99_ms": result.latency_ms["p99"],
-        "lag_p99_ms": result.lag_ms.get("p99"),
-    }
 
 
 # --- Bench hosts ---------------------------------------------------------------------------------

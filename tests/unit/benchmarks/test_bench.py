@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -274,3 +276,24 @@ def test_open_loop_runs_the_plan_and_the_best_alternately_at_a_share_of_the_best
     assert (opened["rate"], opened["best"], opened["connections"]) == (408.0, "grid gthread 5x16", 256)
     assert [call[1] for call in host.calls if call[0] == "switch"] == [3, 5, 5, 3]
     assert {name: len(runs) for name, runs in opened["runs"].items()} == {"plan": 2, "best": 2}
+
+
+def test_the_open_loop_client_and_the_threads_it_starts_run_ahead_of_the_stack_then_go_back():
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    try:  # may this process raise its priority at all (root, CAP_SYS_NICE)?
+        os.setpriority(os.PRIO_PROCESS, 0, before - 1)
+        allowed = True
+        os.setpriority(os.PRIO_PROCESS, 0, before)
+    except PermissionError:
+        allowed = False
+    seen = []
+    with bench.client_priority() as nice:
+        # Allowed: CLIENT_NICE; else the client keeps its niceness, and the run records it.
+        assert nice == (bench.CLIENT_NICE if allowed else before)
+        assert os.getpriority(os.PRIO_PROCESS, 0) == nice
+        # Linux keeps a niceness per thread: loadgen's threads must inherit the raised one.
+        worker = threading.Thread(target=lambda: seen.append(os.getpriority(os.PRIO_PROCESS, 0)))
+        worker.start()
+        worker.join()
+    assert seen == [nice]
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before
