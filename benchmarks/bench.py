@@ -40,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy
+import yaml
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # after choosing the backend
@@ -60,6 +62,7 @@ READINESS = Path(__file__).resolve().parent.parent / "plugins" / "module_utils" 
 #: Where remote.py imports readiness.py from inside a bench host (remote.READINESS_DIR).
 READINESS_DIR = "/usr/local/lib/flaskops-bench"
 PLANS_PLAYBOOK = Path(__file__).resolve().parent / "plans.yml"
+MEASURE_PLAYBOOK = ROOT / "playbooks" / "measure.yml"
 TESTHOST = ROOT / "tools" / "testhost" / "testhost.sh"
 
 APP = "bench"
@@ -109,6 +112,12 @@ OPEN_REPEATS = 2
 #: connections when it has more).
 OPEN_PROCESSES = 2
 OPEN_MIN_CONNECTIONS = 64
+#: Plan (f): flaskops.stack.measure (playbooks/measure.yml) watches the app for the profile's live_seconds
+#: under loadgen's requests at a rate that keeps it below measure's saturation limits (its defaults: half
+#: the CPUs, 0.75 of the workers x threads busy): LIVE_CPU_SHARE of the CPUs and LIVE_SLOT_SHARE of the
+#: slots, from the cost the harness measured itself (the load is the benchmark's; the plan is not told it).
+LIVE_CPU_SHARE = 0.3
+LIVE_SLOT_SHARE = 0.4
 
 
 @dataclass(frozen=True)
@@ -127,6 +136,9 @@ class Profile:
     grid_workers: tuple[tuple[int, int], ...]
     #: seconds of each open-loop run
     open_seconds: int
+    #: seconds flaskops.stack.measure watches the live app for plan (f), and the fewest requests it accepts
+    live_seconds: int
+    live_min_requests: int
 
 
 PROFILES = {
@@ -141,6 +153,8 @@ PROFILES = {
         grid_threads=(1, 4, 16, 64),
         grid_workers=((1, 0), (1, 1), (2, 1)),
         open_seconds=5,
+        live_seconds=30,
+        live_min_requests=500,
     ),
     "quick": Profile(
         name="quick",
@@ -153,6 +167,8 @@ PROFILES = {
         grid_threads=(1, 8, 32),
         grid_workers=((1, 1), (2, 1)),
         open_seconds=4,
+        live_seconds=20,
+        live_min_requests=500,
     ),
     "smoke": Profile(
         name="smoke",
@@ -165,6 +181,8 @@ PROFILES = {
         grid_threads=(1, 8),
         grid_workers=((1, 1),),
         open_seconds=1,
+        live_seconds=8,
+        live_min_requests=100,
     ),
 }
 
@@ -487,9 +505,14 @@ def inventory(hosts: list[BenchHost]) -> dict:
     }
 
 
-def ansible_playbook(inventory_file: Path, playbook: Path, *extra: str) -> None:
+def ansible_playbook(
+    inventory_file: Path, playbook: Path, *extra: str, check: bool = True
+) -> subprocess.CompletedProcess:
+    """ansible-playbook from the harness's own virtualenv; with ``check=False`` its output is captured."""
     command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory_file), str(playbook), *extra]
-    subprocess.run(command, check=True, cwd=ROOT)
+    if check:
+        return subprocess.run(command, check=True, cwd=ROOT)
+    return subprocess.run(command, check=False, cwd=ROOT, capture_output=True, text=True)
 
 
 # --- Measuring -----------------------------------------------------------------------------------
@@ -509,6 +532,55 @@ def measure_cost(host: BenchHost, workload: str) -> dict:
         "app_cpu_ms": round(statistics.median(r["cpu_ms"] for r in replies), 2),
         "wait_ms": round(statistics.median(r["wait_ms"] for r in replies), 2),
     }
+
+
+def live_rate(cpus: int, cost: dict, slots: int) -> float:
+    """Requests/s for plan (f)'s window: LIVE_CPU_SHARE of the CPUs and LIVE_SLOT_SHARE of the slots at most."""
+    by_cpu = LIVE_CPU_SHARE * cpus * 1000.0 / max(cost["cpu_ms"], 0.1)
+    by_slots = LIVE_SLOT_SHARE * slots * 1000.0 / max(cost["cpu_ms"] + cost["wait_ms"], 0.1)
+    return round(min(by_cpu, by_slots), 1)
+
+
+def measure_live(host: BenchHost, workload: str, rate: float, profile: Profile, work: Path) -> dict:
+    """Plan (f)'s inputs: playbooks/measure.yml (check mode) on the host while loadgen sends ``rate`` requests/s.
+
+    Returns the file measure.yml wrote (``workload`` and what it rests on), or ``{"refused": why}``.
+    """
+    measured = work / "measured" / workload
+    stop = threading.Event()
+    config = loadgen.Config(
+        url="http://127.0.0.1:%d" % host.port,
+        duration=profile.live_seconds * 4 + 120,
+        connections=max(4, math.ceil(rate * 0.5)),
+        mix="w=1",
+        paths={"w": WORKLOADS[workload]},
+        host_header=SERVER_NAME,
+        timeout=WRK_TIMEOUT_S,
+        rate=rate,
+    )
+    results: list = []
+    load = threading.Thread(target=lambda: results.append(loadgen.run(config, stop)), daemon=True)
+    load.start()
+    try:
+        time.sleep(1.0)  # connections open and warm before the window
+        run = ansible_playbook(
+            work / "inventory.json", MEASURE_PLAYBOOK, "--check", "--limit", host.name,
+            "-e", "flask_stack_measure_window=%d" % profile.live_seconds,
+            "-e", "flask_stack_measure_min_requests=%d" % profile.live_min_requests,
+            "-e", "flask_stack_measured_dir=%s" % measured,
+            check=False,
+        )  # fmt: skip
+    finally:
+        stop.set()
+        load.join(timeout=60)
+    written = measured / host.name / ("%s.yml" % APP)
+    if run.returncode != 0 or not written.exists():
+        why = [line for line in (run.stdout + run.stderr).splitlines() if "refused" in line or "ERROR" in line]
+        return {"refused": " ".join(why)[-2000:] or (run.stdout + run.stderr)[-2000:], "rate": rate}
+    found = yaml.safe_load(written.read_text(encoding="utf-8"))
+    found["rate"] = rate
+    found["load_failed"] = results[0].failed if results else None
+    return found
 
 
 def fit_memory(points: list[tuple[int, int, float]]) -> dict:
@@ -711,6 +783,8 @@ def summarize(cell: dict, connections: tuple[int, ...]) -> dict:
                 "profile_vs_default": ratio(rps["profile"], rps["default"]),
                 "plan_p99_vs_best": ratio(rows["plan"]["p99_ms"], rows[best]["p99_ms"]),
                 "best_vs_limit": ratio(rps[best], limit),
+                # None without plan (f): measure.yml refused the cell's live window.
+                "live_vs_best": ratio(rps["live"], rps[best]) if "live" in rps else None,
             },
         }
     return summary
@@ -730,6 +804,7 @@ def targets(summary: dict, memory: dict, open_summary: dict | None = None) -> di
         checks["c%s plan and profile >= rule" % c] = (r["plan_vs_rule"] or 0) >= 1.0 and (
             r["profile_vs_rule"] or 0
         ) >= 1.0
+        checks["c%s live >= 0.95 best" % c] = r["live_vs_best"] is not None and r["live_vs_best"] >= 0.95
     checks["plan memory_peak_mb within 25 % of the HUP peak"] = abs(memory["plan_error"]) <= 0.25
     return checks
 
@@ -738,7 +813,7 @@ BENCH_LINE = (
     "BENCH RESULT workload={workload} cpus={cpus} conns={conns} ratio_plan_vs_best={plan_vs_best} "
     "p99_plan_vs_best={plan_p99_vs_best} ratio_profile_vs_best={profile_vs_best} ratio_plan_vs_rule={plan_vs_rule} "
     "ratio_best_vs_limit={best_vs_limit} open_p99_plan_vs_best={open_p99_plan_vs_best} "
-    "ratio_plan_vs_default={plan_vs_default}"
+    "ratio_plan_vs_default={plan_vs_default} ratio_live_vs_best={live_vs_best}"
 )
 
 
@@ -752,6 +827,8 @@ def bench_lines(cells: list[dict]) -> list[str]:
     for cell in cells:
         for c, s in cell["summary"].items():
             ratios = {key: _ratio_text(value) for key, value in s["ratios"].items()}
+            if s["ratios"].get("live_vs_best") is None:
+                ratios["live_vs_best"] = "none"  # measure.yml refused the live window: no plan (f)
             opened = cell.get("open_summary")
             ratios["open_p99_plan_vs_best"] = _ratio_text(opened["p99_plan_vs_best"] if opened else None)
             lines.append(BENCH_LINE.format(workload=cell["workload"], cpus=cell["cpus"], conns=c, **ratios))
@@ -765,6 +842,7 @@ CONFIG_NAMES = {
     "rule": "(b) rule of thumb",
     "profile": "(c) plan, profile only",
     "plan": "(d) plan, measured inputs",
+    "live": "(f) plan, measured live by flaskops.stack.measure",
 }
 
 
@@ -776,6 +854,42 @@ def describe(settings: dict) -> str:
 
 def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
+
+
+def live_table(report: dict) -> list[str]:
+    """The report's table of what flaskops.stack.measure found in each cell (plan (f)'s inputs)."""
+    out = [
+        "",
+        "Plan (f): `playbooks/measure.yml --check` (the module `flaskops.stack.measure`) watched the live app under"
+        " loadgen at the rate below (the neutral configuration of the screen, gthread CPUs + 1 x 8); its figures:",
+        "",
+        "| workload | CPUs | rate/s | requests | cpu_ms | wait_ms | worker_rss_mb | thread_rss_mb | CPU use |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for cell in report["cells"]:
+        live = cell.get("live") or {}
+        w = live.get("workload")
+        if not w:
+            out.append(
+                "| %s | %d | %s | refused: %s |||||"
+                % (cell["workload"], cell["cpus"], live.get("rate"), (live.get("refused") or "?")[:200])
+            )
+            continue
+        out.append(
+            "| %s | %d | %.1f | %d | %s | %s | %s | %s | %s |"
+            % (
+                cell["workload"],
+                cell["cpus"],
+                live["rate"],
+                live["requests"],
+                w.get("cpu_ms"),
+                w.get("wait_ms"),
+                w.get("worker_rss_mb"),
+                w.get("thread_rss_mb"),
+                _fmt(live.get("utilization"), ".2f"),
+            )
+        )
+    return out
 
 
 def markdown(report: dict) -> str:
@@ -791,8 +905,8 @@ def markdown(report: dict) -> str:
         "## Ratios",
         "",
         "| workload | CPUs | conns | d/e | c/e | d/b | d/a | c/b | c/a | d p99 / e p99 | e / limit "
-        "| open loop: d p99 / e p99 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| open loop: d p99 / e p99 | f/e |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for cell in report["cells"]:
         for c, s in cell["summary"].items():
@@ -817,7 +931,9 @@ def markdown(report: dict) -> str:
                         )
                     )
                     + " | "
-                    + _ratio_text(cell["open_summary"]["p99_plan_vs_best"] if cell.get("open_summary") else None),
+                    + _ratio_text(cell["open_summary"]["p99_plan_vs_best"] if cell.get("open_summary") else None)
+                    + " | "
+                    + (_ratio_text(r["live_vs_best"]) if r.get("live_vs_best") is not None else "none"),
                 )
             )
     out += ["", "```"] + report["bench_lines"] + ["```", ""]
@@ -868,6 +984,7 @@ def markdown(report: dict) -> str:
             "| %s | %d | %.2f | %.2f | %.2f |"
             % (cell["workload"], cell["cpus"], cost["cpu_ms"], cost["app_cpu_ms"], cost["wait_ms"])
         )
+    out += live_table(report)
     out += [
         "",
         "`cpu_ms (processes)` is the CPU time of the app's gunicorn processes per request at 4 connections "
@@ -1021,8 +1138,9 @@ def provision(hosts: list[BenchHost], inventory_file: Path, reuse: bool) -> None
     ansible_playbook(inventory_file, ROOT / "playbooks" / "site.yml")
 
 
-def screen_host(host: BenchHost, profile: Profile, cells: dict[tuple[int, str], dict]) -> dict | None:
-    """Measure each workload's cost and screen the grid on one host, adding a cell per workload to ``cells``.
+def screen_host(host: BenchHost, profile: Profile, cells: dict[tuple[int, str], dict], work: Path) -> dict | None:
+    """Measure each workload's cost, let flaskops.stack.measure watch it live (plan (f)'s inputs) and screen the
+    grid on one host, adding a cell per workload to ``cells``.
 
     Returns the memory fit of the host's screened points (None with fewer than three).
     """
@@ -1032,11 +1150,15 @@ def screen_host(host: BenchHost, profile: Profile, cells: dict[tuple[int, str], 
     for workload in profile.workloads:
         cost = measure_cost(host, workload)
         log("%s %s cost: %s" % (host.name, workload, cost))
+        rate = live_rate(host.cpus, cost, neutral["workers"] * neutral["threads"])
+        live = measure_live(host, workload, rate, profile, work)
+        log("%s %s measured live at %.1f requests/s: %s" % (host.name, workload, rate, live.get("workload", live)))
         screened = screen(host, workload, profile)
         cells[(host.cpus, workload)] = {
             "cpus": host.cpus,
             "workload": workload,
             "cost": cost,
+            "live": live,
             "screen": screened,
         }
         anon_points += [(p["settings"]["workers"], p["settings"]["threads"], p["anon_mb"]) for p in screened.values()]
@@ -1051,13 +1173,13 @@ def measured_inputs(cost: dict, fit: dict | None) -> dict:
     return measured
 
 
-def screen_hosts(hosts: list[BenchHost], profile: Profile) -> tuple[dict, dict, dict]:
+def screen_hosts(hosts: list[BenchHost], profile: Profile, work: Path) -> tuple[dict, dict, dict]:
     """Steps 2 and 3 on every host: returns the cells, the memory fit per CPU count and plan (d)'s inputs."""
     cells: dict[tuple[int, str], dict] = {}
     fits = {}
     inputs: dict[str, dict] = {}
     for host in hosts:
-        fit = screen_host(host, profile, cells)
+        fit = screen_host(host, profile, cells, work)
         fits[str(host.cpus)] = fit or {"master_mb": 0.0, "worker_mb": 0.0, "thread_mb": 0.0}
         inputs[host.name] = {
             workload: measured_inputs(cells[(host.cpus, workload)]["cost"], fit) for workload in profile.workloads
@@ -1065,11 +1187,30 @@ def screen_hosts(hosts: list[BenchHost], profile: Profile) -> tuple[dict, dict, 
     return cells, fits, inputs
 
 
-def request_plans(work: Path, inventory_file: Path, inputs: dict[str, dict]) -> dict:
-    """Step 4: plans (c) and (d) for every host and workload, from the collection's filter (benchmarks/plans.yml)."""
+def live_inputs(hosts: list[BenchHost], cells: dict) -> dict[str, dict]:
+    """Plan (f)'s inputs: ``{host: {workload: the workload measure.yml wrote}}``, for the cells it did not refuse."""
+    return {
+        host.name: {
+            workload: cell["live"]["workload"]
+            for (cpus, workload), cell in cells.items()
+            if cpus == host.cpus and "workload" in cell["live"]
+        }
+        for host in hosts
+    }
+
+
+def request_plans(work: Path, inventory_file: Path, inputs: dict[str, dict], live: dict[str, dict]) -> dict:
+    """Step 4: plans (c), (d) and (f) for every host and workload, from the filter (benchmarks/plans.yml)."""
     plans_file = work / "plans.json"
     (work / "inputs.json").write_text(
-        json.dumps({"bench_inputs": inputs, "bench_profiles": PROFILE_OF, "bench_plans_file": str(plans_file)}),
+        json.dumps(
+            {
+                "bench_inputs": inputs,
+                "bench_live_inputs": live,
+                "bench_profiles": PROFILE_OF,
+                "bench_plans_file": str(plans_file),
+            }
+        ),
         encoding="utf-8",
     )
     ansible_playbook(inventory_file, PLANS_PLAYBOOK, "-e", "@%s" % (work / "inputs.json"))
@@ -1084,6 +1225,8 @@ def configurations(cell: dict, connections: tuple[int, ...]) -> dict[str, dict]:
         "profile": from_plan(cell["plans"]["profile"]),
         "plan": from_plan(cell["plans"]["measured"]),
     }
+    if cell["plans"].get("live"):
+        configs["live"] = from_plan(cell["plans"]["live"])
     for label in finalists(cell["screen"], connections):
         configs[label] = cell["screen"][label]["settings"]
     return configs
@@ -1097,6 +1240,7 @@ def measure_finals(hosts: list[BenchHost], profile: Profile, cells: dict, plans:
             cell["plans"] = {
                 "profile": plans[host.name][workload]["profile"],
                 "measured": plans[host.name][workload]["measured"],
+                "live": plans[host.name][workload].get("live"),
             }
             cell["inputs"] = inputs[host.name][workload]
             cell["final"] = final(host, workload, configurations(cell, profile.connections), profile)
@@ -1132,9 +1276,10 @@ def run(profile: Profile, out: Path, keep: bool, prefix: str, reuse: bool) -> di
         inventory_file.write_text(json.dumps(inventory(hosts), indent=2), encoding="utf-8")
         provision(hosts, inventory_file, reuse)
         provisioned = time.monotonic()
-        cells, fits, inputs = screen_hosts(hosts, profile)
+        cells, fits, inputs = screen_hosts(hosts, profile, work)
         screened_at = time.monotonic()
-        measure_finals(hosts, profile, cells, request_plans(work, inventory_file, inputs), inputs)
+        plans = request_plans(work, inventory_file, inputs, live_inputs(hosts, cells))
+        measure_finals(hosts, profile, cells, plans, inputs)
         finished = time.monotonic()
     finally:
         if not keep:

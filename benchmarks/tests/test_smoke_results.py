@@ -36,6 +36,7 @@ RATIO_KEYS = (
     "ratio_best_vs_limit",
     "open_p99_plan_vs_best",
     "ratio_plan_vs_default",
+    "ratio_live_vs_best",
 )
 
 
@@ -75,8 +76,8 @@ def cell(report) -> dict:
 
 def test_every_configuration_was_measured_in_every_repeat(cell):
     labels = list(cell["final"])
-    assert labels[:4] == ["default", "rule", "profile", "plan"]
-    assert [label for label in labels[4:] if label.startswith("grid ")] == labels[4:] != []
+    assert labels[:5] == ["default", "rule", "profile", "plan", "live"]
+    assert [label for label in labels[5:] if label.startswith("grid ")] == labels[5:] != []
     for label, result in cell["final"].items():
         for conns in map(str, PROFILE.connections):
             samples = result["samples"][conns]
@@ -90,6 +91,7 @@ def test_configurations_are_the_ones_they_name(cell):
     assert final["rule"]["settings"] == bench.rule_of_thumb(cell["cpus"], cell["workload"])
     assert final["profile"]["settings"] == bench.from_plan(cell["plans"]["profile"])
     assert final["plan"]["settings"] == bench.from_plan(cell["plans"]["measured"])
+    assert final["live"]["settings"] == bench.from_plan(cell["plans"]["live"])
     grid = bench.grid(cell["cpus"], PROFILE)
     for label in final:
         if label.startswith("grid "):
@@ -106,6 +108,20 @@ def test_plan_d_was_given_what_was_measured(cell):
     assert cost["cpu_ms"] > cost["app_cpu_ms"]
     explain = " ".join(cell["plans"]["measured"]["explain"])
     assert "measured %g ms CPU + %g ms waiting" % (cost["cpu_ms"], cost["wait_ms"]) in explain
+
+
+def test_plan_f_was_given_what_measure_yml_found_on_the_live_app(cell):
+    live = cell["live"]
+    assert "workload" in live, live
+    found = live["workload"]
+    # At the harness's rate for the window, with none of the load's requests failing.
+    assert live["load_failed"] == 0 and live["requests"] >= PROFILE.live_min_requests, live
+    # The io endpoint sleeps 50 ms; the app's unit alone (nginx not in it) burns at least what the endpoint
+    # burns and less than the whole container does per request.
+    assert found["wait_ms"] == pytest.approx(50.0, abs=8.0), live
+    assert 0.8 * cell["cost"]["app_cpu_ms"] <= found["cpu_ms"] <= 1.5 * cell["cost"]["cpu_ms"], (live, cell["cost"])
+    explain = " ".join(cell["plans"]["live"]["explain"])
+    assert "measured %g ms CPU + %g ms waiting" % (found["cpu_ms"], found["wait_ms"]) in explain
 
 
 def test_the_plan_served_without_errors_and_the_analysis_matches_the_samples(cell):

@@ -195,6 +195,7 @@ def test_targets_fail_where_the_plan_falls_short():
             "rule": [95],
             "profile": [85],
             "plan": [94],
+            "live": [90],
             "grid gthread 2x16": [100],
         },
         {"plan": 13.0},
@@ -207,10 +208,12 @@ def test_targets_fail_where_the_plan_falls_short():
         "c64 plan p99 <= 1.25 best": False,
         "c64 profile >= 0.90 best": False,
         "c64 plan and profile >= rule": False,
+        "c64 live >= 0.95 best": False,
         "plan memory_peak_mb within 25 % of the HUP peak": False,
     }
     good = bench.summarize(
-        _cell({"default": [10], "rule": [90], "profile": [95], "plan": [99], "grid sync 3x1": [100]}), (64,)
+        _cell({"default": [10], "rule": [90], "profile": [95], "plan": [99], "live": [97], "grid sync 3x1": [100]}),
+        (64,),
     )
     assert all(
         bench.targets(good, {"plan_error": -0.2}, bench.summarize_open({"open": _open([25.0], [20.0])})).values()
@@ -219,7 +222,7 @@ def test_targets_fail_where_the_plan_falls_short():
 
 def test_bench_lines_follow_the_documented_format():
     cell = _cell(
-        {"default": [10], "rule": [50], "profile": [95], "plan": [99], "grid sync 3x1": [100]},
+        {"default": [10], "rule": [50], "profile": [95], "plan": [99], "live": [96], "grid sync 3x1": [100]},
         {"plan": 15.0, "grid sync 3x1": 10.0},
     )
     cell.update(workload="cpu", cpus=2, summary=bench.summarize(cell, (64,)))
@@ -227,8 +230,19 @@ def test_bench_lines_follow_the_documented_format():
     assert bench.bench_lines([cell]) == [
         "BENCH RESULT workload=cpu cpus=2 conns=64 ratio_plan_vs_best=0.99 p99_plan_vs_best=1.50 "
         "ratio_profile_vs_best=0.95 ratio_plan_vs_rule=1.98 ratio_best_vs_limit=0.25 open_p99_plan_vs_best=1.20 "
-        "ratio_plan_vs_default=9.90"
+        "ratio_plan_vs_default=9.90 ratio_live_vs_best=0.96"
     ]
+    # A cell whose live window measure.yml refused has no plan (f): its ratio says so, not "inf".
+    refused = _cell({"default": [10], "rule": [50], "profile": [95], "plan": [99], "grid sync 3x1": [100]})
+    refused.update(workload="cpu", cpus=2, summary=bench.summarize(refused, (64,)))
+    assert bench.bench_lines([refused])[0].endswith("ratio_live_vs_best=none")
+
+
+def test_live_rate_keeps_the_window_below_measure_s_saturation_limits():
+    # CPU-bound: 30 % of 2 CPUs at 5 ms a request; slots would allow far more.
+    assert bench.live_rate(2, {"cpu_ms": 5.0, "wait_ms": 0.0}, 24) == pytest.approx(120.0)
+    # Wait-bound: 40 % of 16 slots busy for 202 ms each; the CPUs would allow far more.
+    assert bench.live_rate(1, {"cpu_ms": 2.0, "wait_ms": 200.0}, 16) == pytest.approx(31.7)
 
 
 def test_memory_fit_recovers_master_worker_and_thread_sizes():
