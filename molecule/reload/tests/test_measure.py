@@ -22,7 +22,8 @@ def test_measure_derives_the_workload_from_live_traffic_and_changes_nothing(host
     measured = tmp_path / "measured"
     name = host.backend.get_hostname()
     path = f"io=/io?cpu_ms={CPU_MS}&wait_ms={WAIT_MS}"
-    with Load(nginx_url, "--connections", "4", "--rate", str(RATE), "--mix", "io=1", "--path", path) as load:
+    args = ("--connections", "4", "--rate", str(RATE), "--mix", "io=1", "--path", path, "--host-header", "localhost")
+    with Load(nginx_url, *args) as load:
         run = run_playbook(
             "flaskops.stack.measure", "--check",
             "-e", f"flask_stack_measure_window={WINDOW_S}",
