@@ -165,8 +165,14 @@ def facts(host: Any, ansible_facts: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def plans(facts: dict[str, Any], apps: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Each app's plan for this instance, from the collection's filter, by app name."""
-    return {item["name"]: gunicorn_tuning(facts, item.get("workload", {})) for item in apps}
+    """Each app's plan for this instance, from the collection's filter, by app name; the app's ``settings``
+    for workers and threads win, as they do in its gunicorn.conf.py."""
+    result = {}
+    for item in apps:
+        plan = gunicorn_tuning(facts, item.get("workload", {}))
+        pinned = {key: item["settings"][key] for key in ("workers", "threads") if key in item.get("settings", {})}
+        result[item["name"]] = {**plan, **pinned}
+    return result
 
 
 @pytest.fixture(scope="module")
