@@ -74,7 +74,7 @@ HOST_MEMORY = "2g"
 #: 20 ms wait; wait 2 ms CPU + 200 ms wait, an app that mostly waits for an external API).
 WORKLOADS = {"cpu": "/cpu", "io": "/io", "mixed": "/mixed", "wait": "/io?cpu_ms=2&wait_ms=200"}
 #: The collection's profile a user would pick for each workload: plan (c) is given only that.
-PROFILE_OF = {"cpu": "cpu", "io": "io", "mixed": "mixed", "wait": "io"}
+PROFILE_OF = {"cpu": "cpu", "io": "io", "mixed": "mixed", "wait": "api"}
 
 #: gunicorn's own defaults for the settings a configuration sets (gunicorn 23-27 documentation).
 GUNICORN_DEFAULTS = {

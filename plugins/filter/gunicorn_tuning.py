@@ -38,10 +38,11 @@ options:
     description:
       - Preset CPU share of a request, used when O(cpu_ms) and O(wait_ms) are not given.
       - Per request, V(cpu) 20 ms CPU + 0 ms waiting; V(mixed) 4.5 ms CPU + 20 ms waiting;
-        V(io) 2 ms CPU + 48 ms waiting.
+        V(io) 2 ms CPU + 48 ms waiting; V(api) 3.5 ms CPU + 200 ms waiting (requests that wait for an external
+        API or another slow service).
       - Defaults to V(mixed) when neither a profile nor measurements are given.
     type: str
-    choices: [cpu, mixed, io]
+    choices: [cpu, mixed, io, api]
   cpu_ms:
     description: Measured CPU time per request in milliseconds; give together with O(wait_ms). Wins over O(profile).
     type: float

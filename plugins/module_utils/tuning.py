@@ -49,10 +49,17 @@ from typing import NamedTuple
 #: and by hand on 2 CPUs, 2026-11-21). At 25 % (with the old 1.25 headroom) the
 #: profile plan held 12 requests in flight where the host needed about 20 (0.85 x
 #: the best requests/s); io's 4.7 % and cpu's 100 % measured match their presets.
+#: ``api``: an app whose requests mostly wait for another service over the
+#: network (an external API, a slow query), ~1.7 %. Added after make bench of
+#: 2026-12-04 (benchmarks/results/2026-12-04.md): its wait workload (2 ms CPU +
+#: 200 ms sleep) measured 3.57 ms of CPU per request with nginx, gunicorn and
+#: Flask and 200.15 ms waiting; given ``io`` instead, the plan held too few
+#: requests for 200 ms waits (0.76-0.81 x the best requests/s).
 PROFILES = {
     "cpu": (20.0, 0.0),
     "mixed": (4.5, 20.0),
     "io": (2.0, 48.0),
+    "api": (3.5, 200.0),
 }
 
 #: Requests in flight over Little's law (``C / f``). Under full load a request

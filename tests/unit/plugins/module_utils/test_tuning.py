@@ -245,7 +245,7 @@ def test_fleet_database_budget_too_small_for_one_connection_per_host(hosts, db_m
 
 # 7. The timeout chain.
 @pytest.mark.parametrize("keepalive", [True, False])
-@pytest.mark.parametrize("profile", ["cpu", "mixed", "io"])
+@pytest.mark.parametrize("profile", ["cpu", "mixed", "io", "api"])
 def test_timeout_chain(profile, keepalive):
     plan = gunicorn_plan(facts(), profile=profile, timeout=45, upstream_keepalive=keepalive)
     assert plan["nginx"]["proxy_read_timeout"] >= plan["timeout"] == 45
@@ -384,7 +384,7 @@ def test_first_bad_option_in_table_order_is_reported():
 def test_unhashable_profile_is_bad_input():
     with pytest.raises(TuningError) as err:
         gunicorn_plan(facts(), profile=["io"])
-    assert str(err.value) == "'profile' must be one of cpu, io, mixed, got ['io'] (list)"
+    assert str(err.value) == "'profile' must be one of api, cpu, io, mixed, got ['io'] (list)"
 
 
 # nginx sizing.
@@ -509,4 +509,4 @@ def test_error_shows_builtin_type_of_subclassed_values():
 
     with pytest.raises(TuningError) as err:
         gunicorn_plan(facts(), profile=TaggedStr("web"))
-    assert str(err.value) == "'profile' must be one of cpu, io, mixed, got 'web' (str)"
+    assert str(err.value) == "'profile' must be one of api, cpu, io, mixed, got 'web' (str)"
