@@ -71,10 +71,20 @@ IMAGE = "localhost/flaskops-debian12:latest"
 HOST_MEMORY = "2g"
 
 #: The demo app's endpoints for the workloads (cpu 5 ms CPU; io 1 ms CPU + 50 ms wait; mixed 3 ms CPU +
-#: 20 ms wait; wait 2 ms CPU + 200 ms wait, an app that mostly waits for an external API).
-WORKLOADS = {"cpu": "/cpu", "io": "/io", "mixed": "/mixed", "wait": "/io?cpu_ms=2&wait_ms=200"}
+#: 20 ms wait; wait 2 ms CPU + 200 ms wait, an app that mostly waits for an external API; large: mixed in
+#: workers of 256 MiB each, so that the memory budget decides the plan).
+WORKLOADS = {
+    "cpu": "/cpu",
+    "io": "/io",
+    "mixed": "/mixed",
+    "wait": "/io?cpu_ms=2&wait_ms=200",
+    "large": "/mixed?ballast_mb=256",
+}
+#: What the grid's gevent workers need in the app's virtualenv, pinned: gevent and its dependencies, and
+#: packaging (gunicorn's gevent worker imports it; gunicorn's "gevent" extra lists both).
+GEVENT_REQUIREMENTS = ("gevent==26.9.0", "greenlet==3.5.6", "zope.event==6.2", "zope.interface==8.7", "packaging==26.3")
 #: The collection's profile a user would pick for each workload: plan (c) is given only that.
-PROFILE_OF = {"cpu": "cpu", "io": "io", "mixed": "mixed", "wait": "api"}
+PROFILE_OF = {"cpu": "cpu", "io": "io", "mixed": "mixed", "wait": "api", "large": "mixed"}
 
 #: gunicorn's own defaults for the settings a configuration sets (gunicorn 23-27 documentation).
 GUNICORN_DEFAULTS = {
@@ -134,6 +144,10 @@ class Profile:
     grid_threads: tuple[int, ...]
     #: extra workers over the CPU count for the grid: each entry n gives workers = cpus * n[0] + n[1]
     grid_workers: tuple[tuple[int, int], ...]
+    #: the workloads whose grid also has gevent workers (those that mostly wait), and each such worker's
+    #: worker_connections
+    gevent_workloads: tuple[str, ...]
+    grid_gevent_connections: tuple[int, ...]
     #: seconds of each open-loop run
     open_seconds: int
     #: seconds flaskops.stack.measure watches the live app for plan (f), and the fewest requests it accepts
@@ -145,13 +159,15 @@ PROFILES = {
     "full": Profile(
         name="full",
         cpus=(1, 2),
-        workloads=("cpu", "io", "mixed", "wait"),
+        workloads=("cpu", "io", "mixed", "wait", "large"),
         connections=(64, 256),
         repeats=3,
         seconds=4,
         screen_seconds=2,
         grid_threads=(1, 4, 16, 64),
         grid_workers=((1, 0), (1, 1), (2, 1)),
+        gevent_workloads=("io", "wait"),
+        grid_gevent_connections=(64, 256),
         open_seconds=5,
         live_seconds=30,
         live_min_requests=500,
@@ -166,6 +182,8 @@ PROFILES = {
         screen_seconds=2,
         grid_threads=(1, 8, 32),
         grid_workers=((1, 1), (2, 1)),
+        gevent_workloads=("io", "wait"),
+        grid_gevent_connections=(256,),
         open_seconds=4,
         live_seconds=20,
         live_min_requests=500,
@@ -180,6 +198,8 @@ PROFILES = {
         screen_seconds=1,
         grid_threads=(1, 8),
         grid_workers=((1, 1),),
+        gevent_workloads=("io",),
+        grid_gevent_connections=(16,),
         open_seconds=1,
         live_seconds=8,
         live_min_requests=100,
@@ -213,8 +233,9 @@ def rotated(order: list, repeat: int) -> list:
     return order[start:] + order[:start]
 
 
-def grid(cpus: int, profile: Profile) -> dict[str, dict]:
-    """(e) candidates: sync with 1 thread, gthread with more; workers from the profile's multiples."""
+def grid(cpus: int, profile: Profile, workload: str) -> dict[str, dict]:
+    """(e) candidates: sync with 1 thread, gthread with more; for the profile's gevent workloads also gevent
+    workers with its worker_connections; workers from the profile's multiples."""
     points = {}
     for factor, extra in profile.grid_workers:
         workers = cpus * factor + extra
@@ -228,6 +249,14 @@ def grid(cpus: int, profile: Profile) -> dict[str, dict]:
                 "threads": threads,
                 "worker_connections": threads,
             }
+        if workload in profile.gevent_workloads:
+            for connections in profile.grid_gevent_connections:
+                points["grid gevent %dx%d" % (workers, connections)] = {
+                    "worker_class": "gevent",
+                    "workers": workers,
+                    "threads": 1,
+                    "worker_connections": connections,
+                }
     return points
 
 
@@ -432,6 +461,17 @@ class BenchHost:
             return int(text)
         return int(dict(line.split() for line in text.splitlines())["usage_usec"]) * 1000
 
+    def install_gevent(self) -> None:
+        """Put gevent into the live release's virtualenv, for the grid's gevent workers (the benchmark's
+        containers exist only to be measured; a deploy would install it into a new build)."""
+        pip = "/srv/%s/current/venv/bin/pip" % APP
+        subprocess.run(
+            ["podman", "exec", self.name, pip, "install", "--quiet", "--disable-pip-version-check",
+             *GEVENT_REQUIREMENTS],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+
     def destroy(self) -> None:
         subprocess.run(["podman", "rm", "--force", "--ignore", self.name], capture_output=True, check=False)
 
@@ -603,7 +643,7 @@ def screen(host: BenchHost, workload: str, profile: Profile) -> dict:
     """One short run per grid point and connection count; steady memory after it."""
     path = WORKLOADS[workload]
     results = {}
-    for label, settings in grid(host.cpus, profile).items():
+    for label, settings in grid(host.cpus, profile, workload).items():
         host.switch(settings, path, profile.connections[0])
         runs = {str(c): host.measure(path, c, profile.screen_seconds) for c in profile.connections}
         results[label] = {"settings": settings, "runs": runs, "anon_mb": host.usage()["anon_mb"]}
@@ -614,11 +654,22 @@ def screen(host: BenchHost, workload: str, profile: Profile) -> dict:
     return results
 
 
-def finalists(screened: dict, connections: tuple[int, ...]) -> list[str]:
-    """The best screened grid point at each connection count (in order, without repeats)."""
+def fits_budget(screened_point: dict, budget_mb: float) -> bool:
+    """Whether two generations of a screened grid point (a reload: new workers start before the old ones
+    leave) fit the memory budget the plan has for the app: twice its steady memory, master included."""
+    return 2 * screened_point["anon_mb"] <= budget_mb
+
+
+def finalists(screened: dict, connections: tuple[int, ...], budget_mb: float) -> list[str]:
+    """The best screened grid point at each connection count (in order, without repeats), among those whose
+    reload fits the memory budget: a point that does not would be killed for memory at a reload."""
+    # None fits: the smallest, so that the cell still has an (e) (the report lists what did not fit).
+    eligible = [name for name in screened if fits_budget(screened[name], budget_mb)] or [
+        min(screened, key=lambda name: screened[name]["anon_mb"])
+    ]
     best = []
     for c in connections:
-        label = max(screened, key=lambda name: screened[name]["runs"][str(c)]["rps"])
+        label = max(eligible, key=lambda name: screened[name]["runs"][str(c)]["rps"])
         if label not in best:
             best.append(label)
     return best
@@ -849,6 +900,8 @@ CONFIG_NAMES = {
 def describe(settings: dict) -> str:
     if settings["worker_class"] == "sync":
         return "%d sync" % settings["workers"]
+    if settings["worker_class"] == "gevent":
+        return "%d gevent x %d" % (settings["workers"], settings["worker_connections"])
     return "%d %s x %d" % (settings["workers"], settings["worker_class"], settings["threads"])
 
 
@@ -994,11 +1047,14 @@ def markdown(report: dict) -> str:
         "",
         "## Memory",
         "",
-        "| CPUs | fitted master MiB | worker MiB | thread MiB |",
-        "|---|---|---|---|",
+        "| CPUs | workload | fitted master MiB | worker MiB | thread MiB |",
+        "|---|---|---|---|---|",
     ]
-    for cpus, fit in sorted(report["memory_fit"].items()):
-        out.append("| %s | %.1f | %.1f | %.3f |" % (cpus, fit["master_mb"], fit["worker_mb"], fit["thread_mb"]))
+    for key, fit in sorted(report["memory_fit"].items()):
+        cpus, _, workload = key.partition(" ")
+        out.append(
+            "| %s | %s | %.1f | %.1f | %.3f |" % (cpus, workload, fit["master_mb"], fit["worker_mb"], fit["thread_mb"])
+        )
     out += [
         "",
         "| workload | CPUs | plan (d) | steady MiB | HUP peak MiB | plan memory_mb | plan memory_peak_mb "
@@ -1051,11 +1107,19 @@ def markdown(report: dict) -> str:
             "Targets: "
             + "; ".join("%s %s" % (name, "met" if ok else "**not met**") for name, ok in cell["targets"].items()),
             "",
-            "Screened grid (one %d s run each): %s"
+            "Screened grid (one %d s run each; steady MiB; *over*: two generations exceed (d)'s memory budget of "
+            "%d MiB, not a candidate for (e)): %s"
             % (
                 report["meta"]["screen_seconds"],
+                cell["plans"]["measured"]["memory_budget_mb"],
                 "; ".join(
-                    "%s %s" % (label, "/".join("%.0f" % r["rps"] for r in point["runs"].values()))
+                    "%s %s, %.0f MiB%s"
+                    % (
+                        label,
+                        "/".join("%.0f" % r["rps"] for r in point["runs"].values()),
+                        point["anon_mb"],
+                        "" if fits_budget(point, cell["plans"]["measured"]["memory_budget_mb"]) else " *over*",
+                    )
                     for label, point in cell["screen"].items()
                 ),
             ),
@@ -1126,27 +1190,32 @@ def git_commit() -> str:
     return result.stdout.strip() or "unknown"
 
 
-def provision(hosts: list[BenchHost], inventory_file: Path, reuse: bool) -> None:
-    """Start the containers and provision them with playbooks/site.yml, or attach to those a --keep run left."""
+def provision(hosts: list[BenchHost], inventory_file: Path, reuse: bool, profile: Profile) -> None:
+    """Start the containers and provision them with playbooks/site.yml, or attach to those a --keep run left;
+    then gevent where the profile's grid has gevent workers."""
     if reuse:
         for host in hosts:
             host.attach()
-        return
-    for host in hosts:
-        host.create()
-    log("provisioning %s with playbooks/site.yml" % ", ".join(h.name for h in hosts))
-    ansible_playbook(inventory_file, ROOT / "playbooks" / "site.yml")
+    else:
+        for host in hosts:
+            host.create()
+        log("provisioning %s with playbooks/site.yml" % ", ".join(h.name for h in hosts))
+        ansible_playbook(inventory_file, ROOT / "playbooks" / "site.yml")
+    if set(profile.gevent_workloads) & set(profile.workloads):
+        for host in hosts:
+            host.install_gevent()
 
 
-def screen_host(host: BenchHost, profile: Profile, cells: dict[tuple[int, str], dict], work: Path) -> dict | None:
+def screen_host(host: BenchHost, profile: Profile, cells: dict[tuple[int, str], dict], work: Path) -> dict:
     """Measure each workload's cost, let flaskops.stack.measure watch it live (plan (f)'s inputs) and screen the
     grid on one host, adding a cell per workload to ``cells``.
 
-    Returns the memory fit of the host's screened points (None with fewer than three).
+    Returns the memory fit of each workload's screened points (None with fewer than three): workers differ
+    in size from one app to another (the large workload's by 256 MiB), so each workload has its own.
     """
     neutral = {"worker_class": "gthread", "workers": host.cpus + 1, "threads": 8, "worker_connections": 8}
     host.apply(neutral)
-    anon_points = []
+    fits = {}
     for workload in profile.workloads:
         cost = measure_cost(host, workload)
         log("%s %s cost: %s" % (host.name, workload, cost))
@@ -1161,8 +1230,14 @@ def screen_host(host: BenchHost, profile: Profile, cells: dict[tuple[int, str], 
             "live": live,
             "screen": screened,
         }
-        anon_points += [(p["settings"]["workers"], p["settings"]["threads"], p["anon_mb"]) for p in screened.values()]
-    return fit_memory(anon_points) if len(anon_points) >= 3 else None
+        # The model's memory is per worker and per thread; a gevent worker's greenlets are neither.
+        anon_points = [
+            (p["settings"]["workers"], p["settings"]["threads"], p["anon_mb"])
+            for p in screened.values()
+            if p["settings"]["worker_class"] != "gevent"
+        ]
+        fits[workload] = fit_memory(anon_points) if len(anon_points) >= 3 else None
+    return fits
 
 
 def measured_inputs(cost: dict, fit: dict | None) -> dict:
@@ -1179,10 +1254,12 @@ def screen_hosts(hosts: list[BenchHost], profile: Profile, work: Path) -> tuple[
     fits = {}
     inputs: dict[str, dict] = {}
     for host in hosts:
-        fit = screen_host(host, profile, cells, work)
-        fits[str(host.cpus)] = fit or {"master_mb": 0.0, "worker_mb": 0.0, "thread_mb": 0.0}
+        host_fits = screen_host(host, profile, cells, work)
+        for workload, fit in host_fits.items():
+            fits["%d %s" % (host.cpus, workload)] = fit or {"master_mb": 0.0, "worker_mb": 0.0, "thread_mb": 0.0}
         inputs[host.name] = {
-            workload: measured_inputs(cells[(host.cpus, workload)]["cost"], fit) for workload in profile.workloads
+            workload: measured_inputs(cells[(host.cpus, workload)]["cost"], host_fits[workload])
+            for workload in profile.workloads
         }
     return cells, fits, inputs
 
@@ -1227,7 +1304,7 @@ def configurations(cell: dict, connections: tuple[int, ...]) -> dict[str, dict]:
     }
     if cell["plans"].get("live"):
         configs["live"] = from_plan(cell["plans"]["live"])
-    for label in finalists(cell["screen"], connections):
+    for label in finalists(cell["screen"], connections, cell["plans"]["measured"]["memory_budget_mb"]):
         configs[label] = cell["screen"][label]["settings"]
     return configs
 
@@ -1274,7 +1351,7 @@ def run(profile: Profile, out: Path, keep: bool, prefix: str, reuse: bool) -> di
     try:
         inventory_file = work / "inventory.json"
         inventory_file.write_text(json.dumps(inventory(hosts), indent=2), encoding="utf-8")
-        provision(hosts, inventory_file, reuse)
+        provision(hosts, inventory_file, reuse, profile)
         provisioned = time.monotonic()
         cells, fits, inputs = screen_hosts(hosts, profile, work)
         screened_at = time.monotonic()

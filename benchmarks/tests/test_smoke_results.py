@@ -92,7 +92,7 @@ def test_configurations_are_the_ones_they_name(cell):
     assert final["profile"]["settings"] == bench.from_plan(cell["plans"]["profile"])
     assert final["plan"]["settings"] == bench.from_plan(cell["plans"]["measured"])
     assert final["live"]["settings"] == bench.from_plan(cell["plans"]["live"])
-    grid = bench.grid(cell["cpus"], PROFILE)
+    grid = bench.grid(cell["cpus"], PROFILE, cell["workload"])
     for label in final:
         if label.startswith("grid "):
             assert final[label]["settings"] == grid[label]

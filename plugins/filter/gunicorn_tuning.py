@@ -96,7 +96,10 @@ options:
     type: int
     default: 1
   worker_class:
-    description: Force a worker class instead of deriving it. V(gevent) needs gevent installed in the app.
+    description:
+      - Force a worker class instead of deriving it.
+      - V(gevent) needs gevent in the app's virtualenv, and an app that is safe under gevent's monkey-patching;
+        the P(flaskops.stack.gunicorn#role) role installs gunicorn's C(gevent) extra (gevent and packaging) for it.
     type: str
     choices: [sync, gthread, gevent]
   upstream_keepalive:

@@ -66,6 +66,11 @@ _value:
           from it) - or V(null) when it has none.
       type: dict
     preload: {description: Whether C(settings.preload_app) is on (a new release then needs a restart)., type: bool}
+    worker_class:
+      description:
+        - The workers' class, C(settings.worker_class) or else the plan's. For V(gevent) the build gets gunicorn's
+          C(gevent) extra (gevent and packaging).
+      type: str
     ready_timeout: {description: Seconds the readiness check waits after a start or reload., type: int}
 """
 

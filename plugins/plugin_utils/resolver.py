@@ -453,6 +453,9 @@ def resolve_gunicorn_apps(apps, facts, settings):
             # preload_app imports the app in the master, which a reload keeps: another release
             # needs a restart.
             preload=bool(app["settings"].get("preload_app", False)),
+            # The class the workers run (settings win over the plan): gevent workers need gunicorn's
+            # "gevent" extra in the build.
+            worker_class=app["settings"].get("worker_class", plan["worker_class"]),
             # What flaskops.stack.gunicorn_ready waits: the health checks, plus the graceful timeout
             # within which a reload retires the old workers.
             ready_timeout=plan["graceful_timeout"] + retries * delay,

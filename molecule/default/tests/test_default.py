@@ -57,6 +57,18 @@ def test_masters_run_the_planned_workers(host, apps, plans):
         assert len(workers) == plan["workers"], (app["name"], plan["explain"])
 
 
+def test_gevent_workers_run_from_a_build_with_gunicorns_gevent_extra(host, apps, plans):
+    gevent_apps = [app["name"] for app in apps if plans[app["name"]]["worker_class"] == "gevent"]
+    assert gevent_apps, "the scenario has no app on gevent workers"
+    for name in gevent_apps:
+        venv = "/srv/%s/current/venv" % name
+        host.check_output("%s/bin/python -c 'import gevent, packaging'", venv)
+        # The master logs the class it loaded when it starts (gunicorn's arbiter).
+        master = host.check_output("systemctl show -p MainPID --value %s.service", name)
+        log = host.check_output("journalctl -u %s.service _PID=%s --no-pager -o cat", name, master)
+        assert "Using worker: gevent" in log, (name, log[-1000:])
+
+
 def test_gunicorn_conf_holds_the_plan(host, apps, plans):
     for app in apps:
         script = (

@@ -84,7 +84,7 @@ def test_wrk_command_is_bounded_and_names_the_site():
 
 @pytest.mark.parametrize("cpus", [1, 2, 4])
 def test_the_full_grid_spans_sync_and_gthread_around_the_cpu_count(cpus):
-    points = bench.grid(cpus, bench.PROFILES["full"])
+    points = bench.grid(cpus, bench.PROFILES["full"], "cpu")
     assert len(points) == 12
     assert {p["workers"] for p in points.values()} == {cpus, cpus + 1, 2 * cpus + 1}
     for label, settings in points.items():
@@ -92,6 +92,21 @@ def test_the_full_grid_spans_sync_and_gthread_around_the_cpu_count(cpus):
         # sync with threads > 1 would silently become gthread in gunicorn
         assert (settings["worker_class"] == "sync") == (settings["threads"] == 1)
         assert settings["worker_connections"] == settings["threads"]
+
+
+@pytest.mark.parametrize("workload", ["io", "wait"])
+def test_the_grid_of_waiting_workloads_adds_gevent_workers(workload):
+    profile = bench.PROFILES["full"]
+    points = bench.grid(2, profile, workload)
+    gevent = {label: p for label, p in points.items() if p["worker_class"] == "gevent"}
+    assert set(points) - set(gevent) == set(bench.grid(2, profile, "cpu"))
+    assert sorted((p["workers"], p["worker_connections"]) for p in gevent.values()) == sorted(
+        (w, c) for w in (2, 3, 5) for c in profile.grid_gevent_connections
+    )
+    for label, settings in gevent.items():
+        assert label == "grid gevent %dx%d" % (settings["workers"], settings["worker_connections"])
+        assert settings["threads"] == 1
+    assert bench.describe(gevent["grid gevent 3x256"]) == "3 gevent x 256"
 
 
 def test_rule_of_thumb_is_2n_plus_1_with_four_threads_for_waiting_work():
@@ -119,12 +134,15 @@ def _run(rps, p99=10.0, errors=0, cpu_ms=5.0):
 
 def test_finalists_are_the_best_screened_point_per_connection_count():
     screened = {
-        "grid sync 3x1": {"runs": {"64": _run(100), "256": _run(90)}},
-        "grid gthread 3x16": {"runs": {"64": _run(150), "256": _run(140)}},
-        "grid gthread 3x64": {"runs": {"64": _run(140), "256": _run(160)}},
+        "grid sync 3x1": {"runs": {"64": _run(100), "256": _run(90)}, "anon_mb": 60.0},
+        "grid gthread 3x16": {"runs": {"64": _run(150), "256": _run(140)}, "anon_mb": 70.0},
+        "grid gthread 3x64": {"runs": {"64": _run(140), "256": _run(160)}, "anon_mb": 90.0},
     }
-    assert bench.finalists(screened, (64, 256)) == ["grid gthread 3x16", "grid gthread 3x64"]
-    assert bench.finalists(screened, (64,)) == ["grid gthread 3x16"]
+    assert bench.finalists(screened, (64, 256), 1024) == ["grid gthread 3x16", "grid gthread 3x64"]
+    assert bench.finalists(screened, (64,), 1024) == ["grid gthread 3x16"]
+    # Two generations of 3x64 (180 MiB) do not fit 179 MiB, nor those of any point 119 MiB.
+    assert bench.finalists(screened, (64, 256), 179) == ["grid gthread 3x16"]
+    assert bench.finalists(screened, (64, 256), 119) == ["grid sync 3x1"]
 
 
 def _cell(rps_by_label, p99_by_label=None):

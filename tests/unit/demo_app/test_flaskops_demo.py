@@ -78,7 +78,7 @@ def _work(client, url):
     response = client.get(url)
     assert response.status_code == 200, response.get_data(as_text=True)
     body = response.get_json()
-    assert set(body) == {"pid", "release", "cpu_ms", "wait_ms", "wall_ms"}
+    assert set(body) == {"pid", "release", "cpu_ms", "wait_ms", "wall_ms", "ballast_mb"}
     assert body["pid"] == os.getpid()
     return body
 
@@ -188,6 +188,26 @@ def test_alloc_holds(client):
 
 def test_alloc_rejects_negative(client):
     assert client.get("/alloc?mb=-1").status_code == 400
+
+
+def _rss_kib():
+    with open("/proc/self/status", encoding="ascii") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/status")
+def test_ballast_is_held_by_the_process_and_grows_only_to_the_largest_size_asked(client, monkeypatch):
+    monkeypatch.setattr(flaskops_demo, "_BALLAST", [])
+    before = _rss_kib()
+    assert client.get("/io?wait_ms=0&ballast_mb=16").get_json()["ballast_mb"] == 16
+    assert _rss_kib() - before >= 15 * 1024
+    # A smaller size or none keeps what is held; a larger one adds only the difference.
+    assert client.get("/mixed?wait_ms=0&ballast_mb=4").get_json()["ballast_mb"] == 16
+    assert client.get("/cpu?ms=0").get_json()["ballast_mb"] == 16
+    assert client.get("/io?wait_ms=0&ballast_mb=24").get_json()["ballast_mb"] == 24
+    assert [len(block) for block in flaskops_demo._BALLAST] == [16 * flaskops_demo.MIB, 8 * flaskops_demo.MIB]
+    assert _rss_kib() - before >= 23 * 1024
+    assert client.get("/io?ballast_mb=-1").status_code == 400
 
 
 def test_sleep(client):

@@ -9,6 +9,9 @@ Endpoints, each cheap to reason about under load:
 - ``GET /cpu``       pure-Python CPU work, ``?ms=`` (default 5).
 - ``GET /io``        ``?cpu_ms=`` CPU (default 1) then ``?wait_ms=`` sleep (default 50).
 - ``GET /mixed``     ``?cpu_ms=`` CPU (default 3) then ``?wait_ms=`` sleep (default 20).
+- ``/cpu``, ``/io`` and ``/mixed`` take ``?ballast_mb=``: the worker process holds that many MiB, allocated and
+  touched by the first request that asks for more than it holds, for the rest of its life (a worker that loads a
+  large model or cache on first use).
 - ``POST /echo``     the request body back, with the request's content type.
 - ``GET /static/hello.txt``  a file from the package's ``static/`` directory (``STATIC_DIR``).
 - ``GET /alloc``     ``?mb=`` MiB allocated and touched, held ``?hold_s=`` seconds (default 0).
@@ -30,6 +33,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -54,6 +58,10 @@ MAX_CPU_MS = 60_000.0
 MAX_WAIT_MS = 600_000.0
 MAX_SLEEP_S = 3_600.0
 MAX_ALLOC_MB = 65_536.0
+
+# What ?ballast_mb= made this process hold, and the lock that makes one thread allocate it.
+_BALLAST: list[bytearray] = []
+_BALLAST_LOCK = threading.Lock()
 
 # gunicorn imports only the worker class it runs, in the master, before it forks the workers.
 _GUNICORN_WORKERS = {
@@ -138,6 +146,23 @@ def _number(name: str, default: float, maximum: float) -> float:
     return value
 
 
+def _touched(size: int) -> bytearray:
+    """``size`` bytes, resident: bytearray() may get lazily mapped zero pages, so one byte per page is written."""
+    block = bytearray(size)
+    block[::_PAGE] = b"\x01" * len(range(0, size, _PAGE))
+    return block
+
+
+def _hold_ballast(mb: float) -> int:
+    """Make this process hold at least ``mb`` MiB of ballast for good; return the MiB it holds."""
+    with _BALLAST_LOCK:
+        held = sum(len(block) for block in _BALLAST)
+        wanted = int(mb * MIB)
+        if wanted > held:
+            _BALLAST.append(_touched(wanted - held))
+        return sum(len(block) for block in _BALLAST) // MIB
+
+
 def _rss_kib() -> int | None:
     """Resident set size of this process in KiB (Linux), else None."""
     try:
@@ -153,6 +178,7 @@ def _rss_kib() -> int | None:
 def _work(default_cpu_ms: float, default_wait_ms: float, cpu_param: str = "cpu_ms") -> Response:
     cpu_target = _number(cpu_param, default_cpu_ms, MAX_CPU_MS)
     wait_target = _number("wait_ms", default_wait_ms, MAX_WAIT_MS)
+    ballast_mb = _hold_ballast(_number("ballast_mb", 0.0, MAX_ALLOC_MB))
     start = time.perf_counter()
     cpu_ms = burn_cpu(cpu_target) if cpu_target > 0 else 0.0
     wait_ms = _wait(wait_target)
@@ -162,6 +188,7 @@ def _work(default_cpu_ms: float, default_wait_ms: float, cpu_param: str = "cpu_m
         cpu_ms=round(cpu_ms, 3),
         wait_ms=round(wait_ms, 3),
         wall_ms=round((time.perf_counter() - start) * 1000.0, 3),
+        ballast_mb=ballast_mb,
     )
 
 
@@ -253,10 +280,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     def alloc() -> Response:
         mb = _number("mb", 1.0, MAX_ALLOC_MB)
         hold_s = _number("hold_s", 0.0, MAX_SLEEP_S)
-        size = int(mb * MIB)
-        block = bytearray(size)
-        # bytearray() may get lazily mapped zero pages: write one byte per page so the memory is resident.
-        block[::_PAGE] = b"\x01" * len(range(0, size, _PAGE))
+        block = _touched(int(mb * MIB))
         rss_kib = _rss_kib()
         _wait(hold_s * 1000.0)
         held = len(block)

@@ -96,6 +96,20 @@ def test_given_values_win():
 
 
 @pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({}, "gthread"),
+        ({"workload": {"worker_class": "gevent"}}, "gevent"),
+        ({"settings": {"worker_class": "gevent"}}, "gevent"),
+        ({"workload": {"worker_class": "gevent"}, "settings": {"worker_class": "sync"}}, "sync"),
+    ],
+)
+def test_worker_class_is_the_settings_one_else_the_plans(changes, expected):
+    (record,) = resolve_gunicorn_apps([gunicorn_app(**changes)], FACTS, GUNICORN)
+    assert record["worker_class"] == expected
+
+
+@pytest.mark.parametrize(
     ("changes", "words"),
     [
         ({"name": "Shop"}, ["'Shop'", "'name'", "[a-z][a-z0-9_]*"]),
