@@ -78,8 +78,11 @@ WORKLOADS = {
     "io": "/io",
     "mixed": "/mixed",
     "wait": "/io?cpu_ms=2&wait_ms=200",
-    "large": "/mixed?ballast_mb=256",
+    "large": "/mixed",
 }
+#: The app's environment per workload (added to the deployed one while the workload is measured): the large
+#: workload's workers each allocate 256 MiB when they import the app, as one that loads a model at import.
+WORKLOAD_ENV = {"large": {"DEMO_BALLAST_MB": "256"}}
 #: What the grid's gevent workers need in the app's virtualenv, pinned: gevent and its dependencies, and
 #: packaging (gunicorn's gevent worker imports it; gunicorn's "gevent" extra lists both).
 GEVENT_REQUIREMENTS = ("gevent==26.9.0", "greenlet==3.5.6", "zope.event==6.2", "zope.interface==8.7", "packaging==26.3")
@@ -401,6 +404,8 @@ class BenchHost:
         self.name = "%s-c%d" % (prefix, cpus)
         self.port = 0
         self.cpu_stat = ""
+        #: Variables added to the app's environment by every apply (WORKLOAD_ENV of the workload measured).
+        self.env: dict[str, str] = {}
 
     def create(self) -> None:
         subprocess.run(["podman", "rm", "--force", "--ignore", self.name], check=True, capture_output=True)
@@ -488,7 +493,11 @@ class BenchHost:
         return json.loads(result.stdout)
 
     def apply(self, settings: dict) -> dict:
-        return self.remote("apply", APP, json.dumps(settings))
+        return self.remote("apply", APP, json.dumps(settings), json.dumps(self.env))
+
+    def use(self, workload: str) -> None:
+        """Measure ``workload`` from now on: its environment (WORKLOAD_ENV) goes with every later apply."""
+        self.env = dict(WORKLOAD_ENV.get(workload, {}))
 
     def switch(self, settings: dict, path: str, connections: int) -> None:
         """Apply a configuration, then warm its new workers up with load that is not measured."""
@@ -1214,9 +1223,10 @@ def screen_host(host: BenchHost, profile: Profile, cells: dict[tuple[int, str], 
     in size from one app to another (the large workload's by 256 MiB), so each workload has its own.
     """
     neutral = {"worker_class": "gthread", "workers": host.cpus + 1, "threads": 8, "worker_connections": 8}
-    host.apply(neutral)
     fits = {}
     for workload in profile.workloads:
+        host.use(workload)
+        host.apply(neutral)
         cost = measure_cost(host, workload)
         log("%s %s cost: %s" % (host.name, workload, cost))
         rate = live_rate(host.cpus, cost, neutral["workers"] * neutral["threads"])
@@ -1320,6 +1330,7 @@ def measure_finals(hosts: list[BenchHost], profile: Profile, cells: dict, plans:
                 "live": plans[host.name][workload].get("live"),
             }
             cell["inputs"] = inputs[host.name][workload]
+            host.use(workload)
             cell["final"] = final(host, workload, configurations(cell, profile.connections), profile)
             cell["open"] = open_loop(host, workload, cell["final"], profile)
 

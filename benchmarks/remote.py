@@ -5,10 +5,11 @@ nothing but the standard library and the collection's readiness check, ``plugins
 which bench.py copies into the host (READINESS_DIR) when it creates or reuses it: the benchmark waits for a reload
 exactly as the roles do. Commands, each printing one JSON object:
 
-``apply <app> <settings-json>``
+``apply <app> <settings-json> [<env-json>]``
     Replace the benchmark block under "# Overrides" of the app's gunicorn.conf.py with the given
-    settings, HUP the master (``systemctl reload``) and wait until it is ready: every old worker gone,
-    the new number of workers running, ``/healthz`` answering through the app's socket.
+    settings (and variables added to the app's environment, ``raw_env``), HUP the master
+    (``systemctl reload``) and wait until it is ready: every old worker gone, the new number of workers
+    running, ``/healthz`` answering through the app's socket.
 ``usage <app>``
     The app's CPU time used so far (ns) and its unit's anonymous memory now (MiB).
 ``drain <app>``
@@ -137,8 +138,9 @@ def _py(value) -> str:
     return json.dumps(value)
 
 
-def apply(app: str, settings_json: str) -> dict:
+def apply(app: str, settings_json: str, env_json: str = "{}") -> dict:
     settings = json.loads(settings_json)
+    env = json.loads(env_json)
     path = CONFIG.format(app=app)
     with open(path, encoding="utf-8") as handle:
         text = handle.read()
@@ -148,6 +150,8 @@ def apply(app: str, settings_json: str) -> dict:
     # Keep the deploy's own overrides; drop a previous benchmark block.
     tail = tail.partition(MARK)[0]
     block = "".join(f"{key} = {_py(value)}\n" for key, value in sorted(settings.items()))
+    if env:
+        block += "raw_env = raw_env + %s\n" % json.dumps(["%s=%s" % item for item in sorted(env.items())])
     temporary = path + ".bench"
     with open(temporary, "w", encoding="utf-8") as handle:
         handle.write(head + found + tail + MARK + block)

@@ -73,16 +73,22 @@ def count_cpu_list(text):
     return count
 
 
+def _field(text, name):
+    """The value of the ``name: value`` line of a /proc file, or None when there is none."""
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == name:
+            return value
+    return None
+
+
 def parse_status_cpus(text):
     """Count the CPUs of Cpus_allowed_list in /proc/self/status.
 
     Returns None when the line is absent; raises ValueError when it is malformed.
     """
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() == "Cpus_allowed_list":
-            return count_cpu_list(value)
-    return None
+    value = _field(text, "Cpus_allowed_list")
+    return None if value is None else count_cpu_list(value)
 
 
 def parse_meminfo_total(text):
@@ -90,22 +96,21 @@ def parse_meminfo_total(text):
 
     Returns None when the line is absent; raises ValueError when it is malformed.
     """
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() == "MemTotal":
-            fields = value.split()
-            if not fields:
-                raise ValueError("empty MemTotal")
-            number = int(fields[0])
-            unit = fields[1].lower() if len(fields) > 1 else "b"
-            if unit == "kb":
-                number *= 1024
-            elif unit != "b":
-                raise ValueError("unknown MemTotal unit %r" % fields[1])
-            if number <= 0:
-                raise ValueError("MemTotal is not positive")
-            return number
-    return None
+    value = _field(text, "MemTotal")
+    if value is None:
+        return None
+    fields = value.split()
+    if not fields:
+        raise ValueError("empty MemTotal")
+    number = int(fields[0])
+    unit = fields[1].lower() if len(fields) > 1 else "b"
+    if unit == "kb":
+        number *= 1024
+    elif unit != "b":
+        raise ValueError("unknown MemTotal unit %r" % fields[1])
+    if number <= 0:
+        raise ValueError("MemTotal is not positive")
+    return number
 
 
 def parse_mountinfo(text):

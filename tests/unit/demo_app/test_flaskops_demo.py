@@ -196,18 +196,28 @@ def _rss_kib():
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/status")
-def test_ballast_is_held_by_the_process_and_grows_only_to_the_largest_size_asked(client, monkeypatch):
+def test_ballast_from_the_environment_is_held_by_the_process_that_creates_the_app(monkeypatch):
     monkeypatch.setattr(flaskops_demo, "_BALLAST", [])
     before = _rss_kib()
-    assert client.get("/io?wait_ms=0&ballast_mb=16").get_json()["ballast_mb"] == 16
+    monkeypatch.setenv("DEMO_BALLAST_MB", "16")
+    client = flaskops_demo.create_app({"TESTING": True}).test_client()
     assert _rss_kib() - before >= 15 * 1024
-    # A smaller size or none keeps what is held; a larger one adds only the difference.
-    assert client.get("/mixed?wait_ms=0&ballast_mb=4").get_json()["ballast_mb"] == 16
-    assert client.get("/cpu?ms=0").get_json()["ballast_mb"] == 16
-    assert client.get("/io?wait_ms=0&ballast_mb=24").get_json()["ballast_mb"] == 24
+    assert client.get("/io?wait_ms=0").get_json()["ballast_mb"] == 16
+    # Another app in the same process asking for more adds only the difference; less keeps what is held.
+    monkeypatch.setenv("DEMO_BALLAST_MB", "24")
+    flaskops_demo.create_app()
+    monkeypatch.setenv("DEMO_BALLAST_MB", "4")
+    flaskops_demo.create_app()
     assert [len(block) for block in flaskops_demo._BALLAST] == [16 * flaskops_demo.MIB, 8 * flaskops_demo.MIB]
     assert _rss_kib() - before >= 23 * 1024
-    assert client.get("/io?ballast_mb=-1").status_code == 400
+    assert client.get("/cpu?ms=0").get_json()["ballast_mb"] == 24
+
+
+@pytest.mark.parametrize("value", ["lots", "-1", "1e9"])
+def test_a_bad_ballast_is_refused_naming_the_variable(monkeypatch, value):
+    monkeypatch.setenv("DEMO_BALLAST_MB", value)
+    with pytest.raises(ValueError, match="DEMO_BALLAST_MB must be"):
+        flaskops_demo.create_app()
 
 
 def test_sleep(client):

@@ -9,9 +9,7 @@ Endpoints, each cheap to reason about under load:
 - ``GET /cpu``       pure-Python CPU work, ``?ms=`` (default 5).
 - ``GET /io``        ``?cpu_ms=`` CPU (default 1) then ``?wait_ms=`` sleep (default 50).
 - ``GET /mixed``     ``?cpu_ms=`` CPU (default 3) then ``?wait_ms=`` sleep (default 20).
-- ``/cpu``, ``/io`` and ``/mixed`` take ``?ballast_mb=``: the worker process holds that many MiB, allocated and
-  touched by the first request that asks for more than it holds, for the rest of its life (a worker that loads a
-  large model or cache on first use).
+- ``/cpu``, ``/io`` and ``/mixed`` answer with ``ballast_mb``: the MiB the process holds for good (below).
 - ``POST /echo``     the request body back, with the request's content type.
 - ``GET /static/hello.txt``  a file from the package's ``static/`` directory (``STATIC_DIR``).
 - ``GET /alloc``     ``?mb=`` MiB allocated and touched, held ``?hold_s=`` seconds (default 0).
@@ -24,6 +22,10 @@ its optional ``config.py`` and its SQLite file (``DATABASE``, default ``<instanc
 ``flask --app flaskops_demo init-db`` creates or migrates the database's schema (idempotent: a
 release command). Nothing touches the instance folder until a request or the command needs it.
 
+``DEMO_BALLAST_MB`` (environment): the process that creates the app allocates and touches that many MiB and
+holds them for its life, as an app that loads a large model or cache when it is imported. gunicorn workers
+import the app each (unless ``preload_app``), so each holds its own.
+
 The release id comes from the environment variable ``FLASKOPS_RELEASE`` (set by the deploy), read on
 every request, so a reload that changes it shows at once; it defaults to ``dev``.
 """
@@ -33,7 +35,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
-import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -59,9 +60,8 @@ MAX_WAIT_MS = 600_000.0
 MAX_SLEEP_S = 3_600.0
 MAX_ALLOC_MB = 65_536.0
 
-# What ?ballast_mb= made this process hold, and the lock that makes one thread allocate it.
+# What DEMO_BALLAST_MB made this process hold.
 _BALLAST: list[bytearray] = []
-_BALLAST_LOCK = threading.Lock()
 
 # gunicorn imports only the worker class it runs, in the master, before it forks the workers.
 _GUNICORN_WORKERS = {
@@ -137,12 +137,17 @@ def _number(name: str, default: float, maximum: float) -> float:
     raw = request.args.get(name)
     if raw is None:
         return default
+    return _bounded(name, raw, maximum, BadParameter)
+
+
+def _bounded(name: str, raw: str, maximum: float, error: type[Exception]) -> float:
+    """``raw`` as a number within 0 and ``maximum``, else ``error`` naming ``name``."""
     try:
         value = float(raw)
     except ValueError:
-        raise BadParameter(f"{name} must be a number, got {raw!r}") from None
+        raise error(f"{name} must be a number, got {raw!r}") from None
     if not 0 <= value <= maximum:
-        raise BadParameter(f"{name} must be between 0 and {maximum:g}, got {raw!r}")
+        raise error(f"{name} must be between 0 and {maximum:g}, got {raw!r}")
     return value
 
 
@@ -153,14 +158,15 @@ def _touched(size: int) -> bytearray:
     return block
 
 
-def _hold_ballast(mb: float) -> int:
-    """Make this process hold at least ``mb`` MiB of ballast for good; return the MiB it holds."""
-    with _BALLAST_LOCK:
-        held = sum(len(block) for block in _BALLAST)
-        wanted = int(mb * MIB)
-        if wanted > held:
-            _BALLAST.append(_touched(wanted - held))
-        return sum(len(block) for block in _BALLAST) // MIB
+def _ballast_from_environment() -> None:
+    """Make this process hold, for good, at least the ``DEMO_BALLAST_MB`` MiB the environment asks for."""
+    ballast = os.environ.get("DEMO_BALLAST_MB")
+    if not ballast:
+        return
+    wanted = int(_bounded("DEMO_BALLAST_MB", ballast, MAX_ALLOC_MB, ValueError) * MIB)
+    held = sum(len(block) for block in _BALLAST)
+    if wanted > held:
+        _BALLAST.append(_touched(wanted - held))
 
 
 def _rss_kib() -> int | None:
@@ -178,7 +184,6 @@ def _rss_kib() -> int | None:
 def _work(default_cpu_ms: float, default_wait_ms: float, cpu_param: str = "cpu_ms") -> Response:
     cpu_target = _number(cpu_param, default_cpu_ms, MAX_CPU_MS)
     wait_target = _number("wait_ms", default_wait_ms, MAX_WAIT_MS)
-    ballast_mb = _hold_ballast(_number("ballast_mb", 0.0, MAX_ALLOC_MB))
     start = time.perf_counter()
     cpu_ms = burn_cpu(cpu_target) if cpu_target > 0 else 0.0
     wait_ms = _wait(wait_target)
@@ -188,7 +193,7 @@ def _work(default_cpu_ms: float, default_wait_ms: float, cpu_param: str = "cpu_m
         cpu_ms=round(cpu_ms, 3),
         wait_ms=round(wait_ms, 3),
         wall_ms=round((time.perf_counter() - start) * 1000.0, 3),
-        ballast_mb=ballast_mb,
+        ballast_mb=sum(len(block) for block in _BALLAST) // MIB,
     )
 
 
@@ -237,6 +242,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if config:
         flask_app.config.update(config)
     flask_app.cli.add_command(init_db)
+    _ballast_from_environment()
 
     @flask_app.errorhandler(BadParameter)
     def bad_parameter(error: BadParameter) -> tuple[Response, int]:
