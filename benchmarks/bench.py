@@ -1060,7 +1060,7 @@ def markdown(report: dict) -> str:
         "|---|---|---|---|---|",
     ]
     for key, fit in sorted(report["memory_fit"].items()):
-        cpus, _, workload = key.partition(" ")
+        cpus, workload = key.split(" ", 1)
         out.append(
             "| %s | %s | %.1f | %.1f | %.3f |" % (cpus, workload, fit["master_mb"], fit["worker_mb"], fit["thread_mb"])
         )
