@@ -16,9 +16,10 @@ description:
     reported (RV(backends) empty), not an error, so that the first deploy of a fleet, before its load balancer
     exists, can drain and ready its hosts.
   - Every command goes to the current worker through the master CLI (O(master_socket), C(@1)) when HAProxy runs
-    in master-worker mode with one, as Debian's unit does. After a reload, old workers that still finish their
-    connections keep answering on the stats socket too (seen with HAProxy 2.6, up to C(hard-stop-after)), with
-    the old configuration and their own server states; a drain or a check of one there says nothing of the
+    in master-worker mode with one, as Debian's unit does. The stats socket may be answered by an old worker,
+    with the old configuration and server states of its own - right after a reload, until the new worker has
+    bound it (0.2 s measured with HAProxy 2.6), and for good by an old worker that never stopped (as under the
+    haproxy role's unit before it allowed C(CAP_KILL)). A drain or a check sent there says nothing of the
     current worker. Without a master CLI the commands go to O(socket).
   - O(state=drained) sets the server to C(drain) (no new requests, those in flight finish) and, with O(wait), waits
     until its sessions and queued requests reach zero, or fails after O(timeout) seconds naming the server and

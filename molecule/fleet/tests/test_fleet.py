@@ -78,7 +78,7 @@ def master_cli(lb: str, command: str) -> str:
 
 def lb_runtime(lb: str, command: str) -> str:
     """One command to the current HAProxy worker's runtime API on the load balancer (through the master
-    CLI: old workers left by a reload answer on the stats socket too); its answer."""
+    CLI: an old worker may answer on the stats socket); its answer."""
     return master_cli(lb, f"@1 {command}")
 
 
