@@ -157,7 +157,7 @@ BENCH := PATH="$(BIN):$$PATH" $(BIN)/python benchmarks/bench.py
 BENCH_DIR := $(CURDIR)/.build/bench
 
 .PHONY: bench
-bench: venv link testhost ## Tuning benchmark, 1 and 2 CPUs (~55 min): results in benchmarks/results/
+bench: venv link testhost ## Tuning benchmark, 1 and 2 CPUs (an hour or more): results in benchmarks/results/
 	$(BENCH) --profile full --out benchmarks/results
 
 .PHONY: bench-quick
