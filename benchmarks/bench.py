@@ -845,6 +845,8 @@ def summarize(cell: dict, connections: tuple[int, ...]) -> dict:
                 "best_vs_limit": ratio(rps[best], limit),
                 # None without plan (f): measure.yml refused the cell's live window.
                 "live_vs_best": ratio(rps["live"], rps[best]) if "live" in rps else None,
+                # None without plan (g): only the gevent workloads have it.
+                "async_vs_best": ratio(rps["async"], rps[best]) if "async" in rps else None,
             },
         }
     return summary
@@ -873,7 +875,7 @@ BENCH_LINE = (
     "BENCH RESULT workload={workload} cpus={cpus} conns={conns} ratio_plan_vs_best={plan_vs_best} "
     "p99_plan_vs_best={plan_p99_vs_best} ratio_profile_vs_best={profile_vs_best} ratio_plan_vs_rule={plan_vs_rule} "
     "ratio_best_vs_limit={best_vs_limit} open_p99_plan_vs_best={open_p99_plan_vs_best} "
-    "ratio_plan_vs_default={plan_vs_default} ratio_live_vs_best={live_vs_best}"
+    "ratio_plan_vs_default={plan_vs_default} ratio_live_vs_best={live_vs_best} ratio_async_vs_best={async_vs_best}"
 )
 
 
@@ -889,6 +891,8 @@ def bench_lines(cells: list[dict]) -> list[str]:
             ratios = {key: _ratio_text(value) for key, value in s["ratios"].items()}
             if s["ratios"].get("live_vs_best") is None:
                 ratios["live_vs_best"] = "none"  # measure.yml refused the live window: no plan (f)
+            if s["ratios"].get("async_vs_best") is None:
+                ratios["async_vs_best"] = "none"  # no plan (g): not a gevent workload
             opened = cell.get("open_summary")
             ratios["open_p99_plan_vs_best"] = _ratio_text(opened["p99_plan_vs_best"] if opened else None)
             lines.append(BENCH_LINE.format(workload=cell["workload"], cpus=cell["cpus"], conns=c, **ratios))
@@ -903,6 +907,7 @@ CONFIG_NAMES = {
     "profile": "(c) plan, profile only",
     "plan": "(d) plan, measured inputs",
     "live": "(f) plan, measured live by flaskops.stack.measure",
+    "async": "(g) plan, measured inputs and async_safe",
 }
 
 
@@ -967,8 +972,8 @@ def markdown(report: dict) -> str:
         "## Ratios",
         "",
         "| workload | CPUs | conns | d/e | c/e | d/b | d/a | c/b | c/a | d p99 / e p99 | e / limit "
-        "| open loop: d p99 / e p99 | f/e |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| open loop: d p99 / e p99 | f/e | g/e |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for cell in report["cells"]:
         for c, s in cell["summary"].items():
@@ -995,7 +1000,9 @@ def markdown(report: dict) -> str:
                     + " | "
                     + _ratio_text(cell["open_summary"]["p99_plan_vs_best"] if cell.get("open_summary") else None)
                     + " | "
-                    + (_ratio_text(r["live_vs_best"]) if r.get("live_vs_best") is not None else "none"),
+                    + (_ratio_text(r["live_vs_best"]) if r.get("live_vs_best") is not None else "none")
+                    + " | "
+                    + (_ratio_text(r["async_vs_best"]) if r.get("async_vs_best") is not None else "-"),
                 )
             )
     out += ["", "```"] + report["bench_lines"] + ["```", ""]
@@ -1286,8 +1293,11 @@ def live_inputs(hosts: list[BenchHost], cells: dict) -> dict[str, dict]:
     }
 
 
-def request_plans(work: Path, inventory_file: Path, inputs: dict[str, dict], live: dict[str, dict]) -> dict:
-    """Step 4: plans (c), (d) and (f) for every host and workload, from the filter (benchmarks/plans.yml)."""
+def request_plans(
+    work: Path, inventory_file: Path, inputs: dict[str, dict], live: dict[str, dict], profile: Profile
+) -> dict:
+    """Step 4: plans (c), (d), (f) and, for the gevent workloads, (g) for every host and workload, from the
+    filter (benchmarks/plans.yml)."""
     plans_file = work / "plans.json"
     (work / "inputs.json").write_text(
         json.dumps(
@@ -1295,6 +1305,7 @@ def request_plans(work: Path, inventory_file: Path, inputs: dict[str, dict], liv
                 "bench_inputs": inputs,
                 "bench_live_inputs": live,
                 "bench_profiles": PROFILE_OF,
+                "bench_async_workloads": list(profile.gevent_workloads),
                 "bench_plans_file": str(plans_file),
             }
         ),
@@ -1314,6 +1325,8 @@ def configurations(cell: dict, connections: tuple[int, ...]) -> dict[str, dict]:
     }
     if cell["plans"].get("live"):
         configs["live"] = from_plan(cell["plans"]["live"])
+    if cell["plans"].get("async"):
+        configs["async"] = from_plan(cell["plans"]["async"])
     for label in finalists(cell["screen"], connections, cell["plans"]["measured"]["memory_budget_mb"]):
         configs[label] = cell["screen"][label]["settings"]
     return configs
@@ -1328,6 +1341,7 @@ def measure_finals(hosts: list[BenchHost], profile: Profile, cells: dict, plans:
                 "profile": plans[host.name][workload]["profile"],
                 "measured": plans[host.name][workload]["measured"],
                 "live": plans[host.name][workload].get("live"),
+                "async": plans[host.name][workload].get("async"),
             }
             cell["inputs"] = inputs[host.name][workload]
             host.use(workload)
@@ -1366,7 +1380,7 @@ def run(profile: Profile, out: Path, keep: bool, prefix: str, reuse: bool) -> di
         provisioned = time.monotonic()
         cells, fits, inputs = screen_hosts(hosts, profile, work)
         screened_at = time.monotonic()
-        plans = request_plans(work, inventory_file, inputs, live_inputs(hosts, cells))
+        plans = request_plans(work, inventory_file, inputs, live_inputs(hosts, cells), profile)
         measure_finals(hosts, profile, cells, plans, inputs)
         finished = time.monotonic()
     finally:

@@ -37,6 +37,7 @@ RATIO_KEYS = (
     "open_p99_plan_vs_best",
     "ratio_plan_vs_default",
     "ratio_live_vs_best",
+    "ratio_async_vs_best",
 )
 
 
@@ -92,6 +93,9 @@ def test_configurations_are_the_ones_they_name(cell):
     assert final["profile"]["settings"] == bench.from_plan(cell["plans"]["profile"])
     assert final["plan"]["settings"] == bench.from_plan(cell["plans"]["measured"])
     assert final["live"]["settings"] == bench.from_plan(cell["plans"]["live"])
+    # The smoke's io is a gevent workload: plan (g) is the measured inputs with async_safe, on gevent workers.
+    assert final["async"]["settings"] == bench.from_plan(cell["plans"]["async"])
+    assert final["async"]["settings"]["worker_class"] == "gevent"
     grid = bench.grid(cell["cpus"], PROFILE, cell["workload"])
     for label in final:
         if label.startswith("grid "):

@@ -240,7 +240,15 @@ def test_targets_fail_where_the_plan_falls_short():
 
 def test_bench_lines_follow_the_documented_format():
     cell = _cell(
-        {"default": [10], "rule": [50], "profile": [95], "plan": [99], "live": [96], "grid sync 3x1": [100]},
+        {
+            "default": [10],
+            "rule": [50],
+            "profile": [95],
+            "plan": [99],
+            "live": [96],
+            "async": [103],
+            "grid sync 3x1": [100],
+        },
         {"plan": 15.0, "grid sync 3x1": 10.0},
     )
     cell.update(workload="cpu", cpus=2, summary=bench.summarize(cell, (64,)))
@@ -248,12 +256,13 @@ def test_bench_lines_follow_the_documented_format():
     assert bench.bench_lines([cell]) == [
         "BENCH RESULT workload=cpu cpus=2 conns=64 ratio_plan_vs_best=0.99 p99_plan_vs_best=1.50 "
         "ratio_profile_vs_best=0.95 ratio_plan_vs_rule=1.98 ratio_best_vs_limit=0.25 open_p99_plan_vs_best=1.20 "
-        "ratio_plan_vs_default=9.90 ratio_live_vs_best=0.96"
+        "ratio_plan_vs_default=9.90 ratio_live_vs_best=0.96 ratio_async_vs_best=1.03"
     ]
-    # A cell whose live window measure.yml refused has no plan (f): its ratio says so, not "inf".
+    # A cell whose live window measure.yml refused has no plan (f), and one of a workload without gevent no
+    # plan (g): their ratios say so, not "inf".
     refused = _cell({"default": [10], "rule": [50], "profile": [95], "plan": [99], "grid sync 3x1": [100]})
     refused.update(workload="cpu", cpus=2, summary=bench.summarize(refused, (64,)))
-    assert bench.bench_lines([refused])[0].endswith("ratio_live_vs_best=none")
+    assert bench.bench_lines([refused])[0].endswith("ratio_live_vs_best=none ratio_async_vs_best=none")
 
 
 def test_live_rate_keeps_the_window_below_measure_s_saturation_limits():

@@ -80,6 +80,32 @@ def test_gevent_override_sizes_connections_not_threads():
     assert plan["concurrency"] == plan["workers"] * plan["worker_connections"]
 
 
+@pytest.mark.parametrize(("cpu_ms", "wait_ms"), [(1, 50), (2, 20), (3.5, 200)])
+def test_async_safe_apps_that_wait_get_gevent_workers_holding_what_gthread_would(cpu_ms, wait_ms):
+    threaded = gunicorn_plan(facts(2, 65536), cpu_ms=cpu_ms, wait_ms=wait_ms)
+    plan = gunicorn_plan(facts(2, 65536), cpu_ms=cpu_ms, wait_ms=wait_ms, async_safe=True)
+    assert (threaded["worker_class"], plan["worker_class"]) == ("gthread", "gevent")
+    # One per core plus a spare, each holding its share of the requests in flight (no GIL bound to spread
+    # them, no max_threads to cap them): at least what the gthread plan holds.
+    assert (plan["workers"], plan["threads"]) == (3, 1)
+    assert plan["concurrency"] == plan["workers"] * plan["worker_connections"] >= threaded["concurrency"]
+    assert any("safe under gevent (async_safe)" in line for line in plan["explain"])
+
+
+def test_async_safe_changes_nothing_for_cpu_bound_apps_or_a_forced_class():
+    assert gunicorn_plan(facts(2, 65536), profile="cpu", async_safe=True) == gunicorn_plan(
+        facts(2, 65536), profile="cpu"
+    )
+    forced = gunicorn_plan(facts(2, 65536), profile="io", async_safe=True, worker_class="gthread")
+    assert forced["worker_class"] == "gthread"
+
+
+def test_async_safe_must_be_a_bool():
+    with pytest.raises(TuningError) as err:
+        gunicorn_plan(facts(), async_safe="yes please")
+    assert err.value.field == "async_safe"
+
+
 # 3. Two generations fit the memory budget; never fewer than 1 worker.
 def test_two_generations_fit_the_budget():
     plan = gunicorn_plan(facts(16, 2048), profile="cpu", worker_rss_mb=150)
