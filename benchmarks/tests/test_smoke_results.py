@@ -77,8 +77,8 @@ def cell(report) -> dict:
 
 def test_every_configuration_was_measured_in_every_repeat(cell):
     labels = list(cell["final"])
-    assert labels[:5] == ["default", "rule", "profile", "plan", "live"]
-    assert [label for label in labels[5:] if label.startswith("grid ")] == labels[5:] != []
+    assert labels[:6] == ["default", "rule", "profile", "plan", "live", "async"]
+    assert [label for label in labels[6:] if label.startswith("grid ")] == labels[6:] != []
     for label, result in cell["final"].items():
         for conns in map(str, PROFILE.connections):
             samples = result["samples"][conns]
