@@ -96,18 +96,19 @@ def server_checked_up(lb: str, server: str) -> bool:
     return row.get("status") == "UP" and row.get("check_status", "").lstrip("* ") == "L7OK"
 
 
-def servers_state(lb: str) -> dict[str, tuple[int, int]]:
-    """``{server: (srv_op_state, srv_admin_state)}`` of the app's backend, from HAProxy's runtime API."""
+def server_rows(lb: str) -> dict[str, dict[str, str]]:
+    """Each server of the app's backend by name: its row of ``show servers state`` (HAProxy's runtime API),
+    keyed by the answer's own header (``srv_addr``, ``srv_op_state``, ``srv_admin_state``, ...)."""
     out = lb_runtime(lb, f"show servers state flaskops_{APP}")
     lines = [line for line in out.splitlines() if line.strip()]
     header = next(line[2:].split() for line in lines if line.startswith("# "))
-    state = {}
-    for line in lines:
-        if line.startswith("#") or len(line.split()) < 8:
-            continue
-        row = dict(zip(header, line.split(), strict=False))
-        state[row["srv_name"]] = (int(row["srv_op_state"]), int(row["srv_admin_state"]))
-    return state
+    rows = (dict(zip(header, line.split(), strict=False)) for line in lines if not line.startswith("#"))
+    return {row["srv_name"]: row for row in rows if len(row) >= 8}
+
+
+def servers_state(lb: str) -> dict[str, tuple[int, int]]:
+    """``{server: (srv_op_state, srv_admin_state)}`` of the app's backend."""
+    return {name: (int(row["srv_op_state"]), int(row["srv_admin_state"])) for name, row in server_rows(lb).items()}
 
 
 def server_story(lb: str, server: str) -> str:
@@ -118,8 +119,7 @@ def server_story(lb: str, server: str) -> str:
     row = stat_row(lb, server)
     keys = ("status", "check_status", "check_code", "last_chk", "check_duration", "lastchg")
     seen = {key: row.get(key) for key in keys}
-    state = lb_runtime(lb, f"show servers state flaskops_{APP}")
-    address = next((line.split()[4] for line in state.splitlines() if f" {server} " in line), "?")
+    address = server_rows(lb).get(server, {}).get("srv_addr", "?")
     host = app_host(server)
     probe = (
         "import urllib.request, sys\n"
