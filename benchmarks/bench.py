@@ -884,15 +884,19 @@ def _ratio_text(value: float | None) -> str:
     return "inf" if value is None else "%.2f" % value
 
 
+def _ratio_or(value: float | None, absent: str) -> str:
+    """A ratio of a configuration a cell may lack ((f), (g)): ``absent`` when it has none."""
+    return absent if value is None else _ratio_text(value)
+
+
 def bench_lines(cells: list[dict]) -> list[str]:
     lines = []
     for cell in cells:
         for c, s in cell["summary"].items():
             ratios = {key: _ratio_text(value) for key, value in s["ratios"].items()}
-            if s["ratios"].get("live_vs_best") is None:
-                ratios["live_vs_best"] = "none"  # measure.yml refused the live window: no plan (f)
-            if s["ratios"].get("async_vs_best") is None:
-                ratios["async_vs_best"] = "none"  # no plan (g): not a gevent workload
+            # No plan (f) where measure.yml refused the live window, no plan (g) outside the gevent workloads.
+            for key in ("live_vs_best", "async_vs_best"):
+                ratios[key] = _ratio_or(s["ratios"].get(key), "none")
             opened = cell.get("open_summary")
             ratios["open_p99_plan_vs_best"] = _ratio_text(opened["p99_plan_vs_best"] if opened else None)
             lines.append(BENCH_LINE.format(workload=cell["workload"], cpus=cell["cpus"], conns=c, **ratios))
@@ -1000,9 +1004,9 @@ def markdown(report: dict) -> str:
                     + " | "
                     + _ratio_text(cell["open_summary"]["p99_plan_vs_best"] if cell.get("open_summary") else None)
                     + " | "
-                    + (_ratio_text(r["live_vs_best"]) if r.get("live_vs_best") is not None else "none")
+                    + _ratio_or(r.get("live_vs_best"), "none")
                     + " | "
-                    + (_ratio_text(r["async_vs_best"]) if r.get("async_vs_best") is not None else "-"),
+                    + _ratio_or(r.get("async_vs_best"), "-"),
                 )
             )
     out += ["", "```"] + report["bench_lines"] + ["```", ""]
@@ -1119,6 +1123,7 @@ def markdown(report: dict) -> str:
                     )
                 )
         out.append("")
+        budget = cell["plans"]["measured"]["memory_budget_mb"]
         out += [
             "Targets: "
             + "; ".join("%s %s" % (name, "met" if ok else "**not met**") for name, ok in cell["targets"].items()),
@@ -1127,14 +1132,14 @@ def markdown(report: dict) -> str:
             "%d MiB, not a candidate for (e)): %s"
             % (
                 report["meta"]["screen_seconds"],
-                cell["plans"]["measured"]["memory_budget_mb"],
+                budget,
                 "; ".join(
                     "%s %s, %.0f MiB%s"
                     % (
                         label,
                         "/".join("%.0f" % r["rps"] for r in point["runs"].values()),
                         point["anon_mb"],
-                        "" if fits_budget(point, cell["plans"]["measured"]["memory_budget_mb"]) else " *over*",
+                        "" if fits_budget(point, budget) else " *over*",
                     )
                     for label, point in cell["screen"].items()
                 ),

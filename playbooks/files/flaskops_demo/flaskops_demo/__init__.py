@@ -158,15 +158,19 @@ def _touched(size: int) -> bytearray:
     return block
 
 
+def _ballast_bytes() -> int:
+    """What DEMO_BALLAST_MB made this process hold."""
+    return sum(len(block) for block in _BALLAST)
+
+
 def _ballast_from_environment() -> None:
     """Make this process hold, for good, at least the ``DEMO_BALLAST_MB`` MiB the environment asks for."""
     ballast = os.environ.get("DEMO_BALLAST_MB")
     if not ballast:
         return
     wanted = int(_bounded("DEMO_BALLAST_MB", ballast, MAX_ALLOC_MB, ValueError) * MIB)
-    held = sum(len(block) for block in _BALLAST)
-    if wanted > held:
-        _BALLAST.append(_touched(wanted - held))
+    if wanted > _ballast_bytes():
+        _BALLAST.append(_touched(wanted - _ballast_bytes()))
 
 
 def _rss_kib() -> int | None:
@@ -193,7 +197,7 @@ def _work(default_cpu_ms: float, default_wait_ms: float, cpu_param: str = "cpu_m
         cpu_ms=round(cpu_ms, 3),
         wait_ms=round(wait_ms, 3),
         wall_ms=round((time.perf_counter() - start) * 1000.0, 3),
-        ballast_mb=sum(len(block) for block in _BALLAST) // MIB,
+        ballast_mb=_ballast_bytes() // MIB,
     )
 
 
