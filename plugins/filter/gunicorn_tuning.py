@@ -109,7 +109,8 @@ options:
         V(gevent) workers instead of V(gthread), and the P(flaskops.stack.gunicorn#role) role installs gunicorn's
         C(gevent) extra. C(make bench-quick) of 2026-12-05 (2 CPUs, requests of 1 ms of CPU and 50 ms of sleep)
         measured 1.11 x the requests/s of the V(gthread) plan with 3 gevent workers, and 0.42 x its open-loop p99
-        latency.
+        latency, at 64 connections; at 256 connections C(make bench) of 2026-12-05 measured 0.65 x (1 CPU) and
+        0.85 x (2 CPUs) the best grid point, where the V(gthread) plan reached 0.92 x and 1.00 x.
     type: bool
     default: false
   upstream_keepalive:
