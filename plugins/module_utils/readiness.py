@@ -18,6 +18,7 @@ Ready means, after a reload (HUP to the master, ``systemctl reload``) or a start
 
 from __future__ import annotations
 
+import errno
 import http.client
 import json
 import os
@@ -103,6 +104,22 @@ def health(socket_path, path="/healthz", timeout=HEALTH_REQUEST_TIMEOUT_S):
     except ValueError:
         body = None
     return response.status, body if isinstance(body, dict) else None
+
+
+def connect_errno(socket_path, timeout=HEALTH_REQUEST_TIMEOUT_S):
+    """0 when a connection to the unix socket succeeds (it is closed at once), else the errno: EACCES when the
+    caller may not open it, ECONNREFUSED when nothing listens, EAGAIN when its accept queue is full."""
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    connection.settimeout(timeout)
+    try:
+        connection.connect(socket_path)
+    except TimeoutError:
+        return errno.ETIMEDOUT
+    except OSError as error:
+        return error.errno or errno.EIO
+    finally:
+        connection.close()
+    return 0
 
 
 def working_directory(pid, proc="/proc"):

@@ -249,7 +249,6 @@ sources:
     capacity: /srv/shop/releases/3f2a9c1b2d4e-5e6f7a8b/gunicorn.conf.py
 """
 
-import ast
 import os
 import posixpath
 import re
@@ -258,17 +257,16 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.flaskops.stack.plugins.module_utils import cgroups, readiness
+from ansible_collections.flaskops.stack.plugins.module_utils import cgroups, gunicorn_conf, readiness
 
 #: Where the paths read are; the tests point it at a fixture tree.
 ROOT = "/"
 #: The largest error the clock ticks of /proc may put on the CPU time, as a share of it.
 CPU_RESOLUTION_MAX = 0.02
 KIB = 1024
-#: gunicorn's defaults for the settings the capacity is made of.
-GUNICORN_DEFAULTS = {"worker_class": "sync", "workers": 1, "threads": 1, "worker_connections": 1000}
+#: The settings the capacity is made of.
+CAPACITY_SETTINGS = ("worker_class", "workers", "threads", "worker_connections")
 _ASYNC_WORKERS = ("gevent", "eventlet")
-_SETTING = re.compile(r"^(worker_class|workers|threads|worker_connections)\s*=\s*(.+?)\s*$", re.MULTILINE)
 
 
 class Refused(Exception):
@@ -446,25 +444,6 @@ class CpuClock:
 def clock_ticks():
     """Clock ticks per second of /proc/<pid>/stat."""
     return os.sysconf("SC_CLK_TCK")
-
-
-def live_settings(root, master):
-    """(settings, path) of the gunicorn.conf.py in the master's working directory: the worker settings it
-    assigns (the last assignment wins, as in Python) over gunicorn's defaults. (None, None) when unreadable."""
-    cwd = readiness.working_directory(master, cgroups.rebase(root, "/proc"))
-    if cwd is None:
-        return None, None
-    path = posixpath.join(cwd, "gunicorn.conf.py")
-    text = cgroups.read_text(cgroups.rebase(root, path))
-    if text is None:
-        return None, None
-    settings = dict(GUNICORN_DEFAULTS)
-    for name, value in _SETTING.findall(text):
-        try:
-            settings[name] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            return None, None  # computed, not a literal: unknown
-    return settings, path
 
 
 def _async(settings):
@@ -666,7 +645,7 @@ def measure(module, root=None):
     resources, warnings = cgroups.gather_resources(root)
     for warning in warnings:
         module.warn(warning)
-    settings, config = live_settings(root, master)
+    settings, config = gunicorn_conf.live_settings(root, master, CAPACITY_SETTINGS)
     memory = worker_memory(root, master)
     if memory["workers"] == 0:
         module.warn("app %s: no worker's memory could be read (%s runs no worker now)" % (app, unit))

@@ -363,3 +363,36 @@ def test_a_reload_stops_the_old_worker(lb):
         time.sleep(0.5)
         after = haproxy_processes(lb)
     assert after["workers"] != before["workers"] and not after["old workers"], (before, after)
+
+
+def test_doctor_reports_a_drained_host_as_the_load_balancer_sees_it(app, lb, tmp_path, report):
+    # An app host left drained (its nginx drain flag, as a stopped rollout leaves it): once HAProxy's checks
+    # see it down, doctor.yml names the cause, with the load balancer's view as its symptom, and with
+    # flask_stack_doctor_fail_on=warning the play fails on it after writing the report.
+    drained = APP_HOSTS[0]
+    since = time.time()
+    subprocess.run(["podman", "exec", drained, "touch", DRAIN_FLAG], check=True, timeout=60)
+    try:
+        deadline = time.monotonic() + 60
+        while not stat_row(lb, drained).get("status", "").startswith("DOWN"):
+            assert time.monotonic() < deadline, stat_row(lb, drained)
+            time.sleep(0.5)
+        out = tmp_path / "doctor.json"
+        run = run_with_apps(
+            "flaskops.stack.doctor", [app], tmp_path, "doctor", "--limit", drained,
+            "-e", f"flask_stack_doctor_report={out}", "-e", f"flask_stack_doctor_since={since:.3f}",
+            "-e", "flask_stack_doctor_fail_on=warning",
+        )  # fmt: skip
+    finally:
+        subprocess.run(["podman", "exec", drained, "rm", "-f", DRAIN_FLAG], check=True, timeout=60)
+    findings = json.loads(out.read_text(encoding="utf-8"))["hosts"][drained]["findings"]
+    ids = sorted(f"{f['app']}:{f['id']}" for f in findings)
+    report(f"DOCTOR RESULT fault=host_drained_at_the_load_balancer findings={','.join(ids) or 'none'}")
+    assert ids == [f"{APP}:host-drained"], findings
+    assert findings[0]["symptoms"] == ["lb-down"] and "flaskops_demo on flaskops-fleet-lb" in findings[0]["evidence"]
+    assert run.returncode != 0 and "1 findings at warning or worse: demo host-drained" in run.stdout, why_failed(run)
+    assert recap(run.stdout)[drained]["changed"] == 0
+    deadline = time.monotonic() + 60
+    while not server_checked_up(lb, drained):
+        assert time.monotonic() < deadline, stat_row(lb, drained)
+        time.sleep(0.5)
