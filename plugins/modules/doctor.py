@@ -331,7 +331,7 @@ class Host:
                 code = error.errno or 1
             finally:
                 os._exit(min(code, 255))
-        _, status = os.waitpid(pid, 0)
+        status = os.waitpid(pid, 0)[1]
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else errno.EINTR
         return os.strerror(code) if code else ""
 
@@ -343,7 +343,7 @@ class Host:
             return None
         seen, backlog, started = [], 0, time.monotonic()
         for index in range(samples):
-            rc, out, _ = self.run([ss, "-xlnH"])
+            rc, out = self.run([ss, "-xlnH"])[:2]
             for line in out.splitlines() if rc == 0 else []:
                 fields = line.split()
                 if len(fields) >= 5 and fields[4] == path and fields[1] == "LISTEN":
@@ -493,7 +493,7 @@ def build_size_mb(home):
     if not os.path.isdir(venv):
         return None
     total = 0
-    for directory, _, files in os.walk(build):
+    for directory, _subdirs, files in os.walk(build):
         for name in files:
             try:
                 total += os.lstat(os.path.join(directory, name)).st_blocks * 512

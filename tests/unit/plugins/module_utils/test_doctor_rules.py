@@ -252,6 +252,6 @@ def test_every_finding_id_the_rules_can_give_is_documented_in_the_readme():
     readme = (root / "README.md").read_text(encoding="utf-8")
     source = (root / "plugins" / "module_utils" / "doctor.py").read_text(encoding="utf-8")
     given = set(re.findall(r'Finding\(\s*"([a-z0-9-]+)"', source))
-    given |= {ident for ident, _, _, _ in doctor.NGINX_UPSTREAM_ERRORS} | {"http-5xx"}
+    given |= {cause[0] for cause in doctor.NGINX_UPSTREAM_ERRORS} | {"http-5xx"}
     missing = sorted(ident for ident in given if "`%s`" % ident not in readme)
     assert not missing, missing
