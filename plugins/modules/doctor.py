@@ -288,13 +288,11 @@ class Host:
         self.module = module
         self.skipped = []
 
-    def run(self, argv):
-        rc, out, err = self.module.run_command(argv)
-        return rc, out, err
-
     def systemctl_show(self, unit, properties):
         systemctl = self.module.get_bin_path("systemctl", required=True)
-        rc, out, err = self.run([systemctl, "show", unit] + ["--property=%s" % name for name in properties])
+        rc, out, err = self.module.run_command(
+            [systemctl, "show", unit] + ["--property=%s" % name for name in properties]
+        )
         if rc != 0:
             self.skipped.append("systemctl show %s: %s" % (unit, (err or out).strip()))
             return {}
@@ -343,7 +341,7 @@ class Host:
             return None
         seen, backlog, started = [], 0, time.monotonic()
         for index in range(samples):
-            rc, out = self.run([ss, "-xlnH"])[:2]
+            rc, out = self.module.run_command([ss, "-xlnH"])[:2]
             for line in out.splitlines() if rc == 0 else []:
                 fields = line.split()
                 if len(fields) >= 5 and fields[4] == path and fields[1] == "LISTEN":
@@ -370,7 +368,7 @@ class Host:
         if journalctl is None:
             self.skipped.append("the journal: journalctl is not installed")
             return []
-        rc, out, err = self.run(
+        rc, out, err = self.module.run_command(
             [journalctl, "-u", unit, "--since", "@%d" % int(since), "-o", "json", "--output-fields=MESSAGE", "-q"]
         )
         if rc != 0:
@@ -436,7 +434,7 @@ class Host:
         if openssl is None:
             self.skipped.append("certificates: openssl is not installed")
             return None
-        rc, out, err = self.run([openssl, "x509", "-noout", "-enddate", "-in", _path(path)])
+        rc, out, err = self.module.run_command([openssl, "x509", "-noout", "-enddate", "-in", _path(path)])
         if rc != 0:
             said = (err or out).strip()
             return {"path": path, "error": said.splitlines()[0] if said else "openssl x509 failed, rc %d" % rc}
