@@ -435,6 +435,18 @@ def unit_cgroup_dir(root, mount, control_group):
     return posixpath.join(base, rel) if rel else base
 
 
+def unit_dir_holding(root, mount, control_group, pid):
+    """The directory of a unit's cgroup in a mounted hierarchy (as :func:`unit_cgroup_dir`) when its
+    cgroup.procs lists ``pid``, the unit's main process; else None. On a hybrid host a unit's cgroup
+    exists in several hierarchies, and only those where systemd placed its processes hold them."""
+    directory = unit_cgroup_dir(root, mount, control_group) if control_group else None
+    text = read_text(posixpath.join(directory, "cgroup.procs")) if directory else None
+    try:
+        return directory if text is not None and pid in parse_cgroup_procs(text) else None
+    except ValueError:
+        return None
+
+
 def parse_cgroup_procs(text):
     """The PIDs listed in a cgroup.procs file. Raises ValueError on bad content."""
     return {int(line) for line in text.split()}

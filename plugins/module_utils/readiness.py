@@ -53,6 +53,15 @@ def main_pid(service):
         return 0
 
 
+def unit_properties(run, systemctl, unit, properties):
+    """The named properties of a unit (``systemctl show``): (a dict, None), or ({}, what systemctl said)
+    when it failed. ``run`` runs an argv and returns (rc, stdout, stderr), as AnsibleModule.run_command."""
+    rc, out, err = run([systemctl, "show", unit] + ["--property=%s" % name for name in properties])[:3]
+    if rc != 0:
+        return {}, (err or out).strip() or "rc %d" % rc
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line), None
+
+
 def children(pid, proc="/proc"):
     """The PIDs whose parent is ``pid`` (a gunicorn master's workers), from /proc/<pid>/stat."""
     found = set()

@@ -200,7 +200,13 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.flaskops.stack.plugins.module_utils import cgroups, doctor, gunicorn_conf, readiness
+from ansible_collections.flaskops.stack.plugins.module_utils import (
+    access_log,
+    cgroups,
+    doctor,
+    gunicorn_conf,
+    readiness,
+)
 
 #: Where the paths read are; the tests point it at a fixture tree.
 ROOT = "/"
@@ -211,7 +217,6 @@ DEPLOY_ROOM_MB = 64
 CONNECT_TIMEOUT_S = 2.0
 #: Bytes read at a time from the end of a log.
 _CHUNK = 64 * 1024
-_ACCESS_TIME = re.compile(r"\[(\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4})\]")
 
 
 def _path(path):
@@ -246,36 +251,17 @@ def lines_since(path, since, timestamp):
     return list(reversed(kept))
 
 
-def access_time(line):
-    match = _ACCESS_TIME.search(line)
-    if match is None:
-        return None
-    try:
-        return calendar.timegm(time.strptime(match.group(1), "%d/%b/%Y:%H:%M:%S %z")) - _offset(match.group(1))
-    except ValueError:
-        return None
-
-
-def _offset(text):
-    zone = text.rsplit(" ", 1)[1]
-    sign = -1 if zone.startswith("-") else 1
-    return sign * (int(zone[1:3]) * 3600 + int(zone[3:5]) * 60)
-
-
 def access_tally(lines):
     """Requests, 5xx answers and the paths of the 5xx in lines of the ``flaskops`` access log format."""
     requests, errors, paths = 0, 0, {}
     for line in lines:
-        parts = line.split('"')
-        if len(parts) < 3:
-            continue
-        fields = parts[2].split()
-        if not fields or not fields[0].isdigit():
+        parsed = access_log.parse(line)
+        if parsed is None:
             continue
         requests += 1
-        if int(fields[0]) >= 500:
+        if parsed[1] >= 500:
             errors += 1
-            request = parts[1].split()
+            request = parsed[0].split()
             key = "%s %s" % (request[0], request[1].split("?")[0]) if len(request) >= 2 else "?"
             paths[key] = paths.get(key, 0) + 1
     return {"requests": requests, "errors": errors, "paths": paths}
@@ -290,13 +276,10 @@ class Host:
 
     def systemctl_show(self, unit, properties):
         systemctl = self.module.get_bin_path("systemctl", required=True)
-        rc, out, err = self.module.run_command(
-            [systemctl, "show", unit] + ["--property=%s" % name for name in properties]
-        )
-        if rc != 0:
-            self.skipped.append("systemctl show %s: %s" % (unit, (err or out).strip()))
-            return {}
-        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        shown, error = readiness.unit_properties(self.module.run_command, systemctl, unit, properties)
+        if error is not None:
+            self.skipped.append("systemctl show %s: %s" % (unit, error))
+        return shown
 
     def socket_file(self, path):
         try:
@@ -392,12 +375,8 @@ class Host:
         for mount in mounts:
             if mount["version"] == 1 and "memory" not in mount["options"]:
                 continue
-            directory = cgroups.unit_cgroup_dir(ROOT, mount, control_group) if control_group else None
-            procs = cgroups.read_text(posixpath.join(directory, "cgroup.procs")) if directory else None
-            try:
-                if procs is None or master not in cgroups.parse_cgroup_procs(procs):
-                    continue
-            except ValueError:
+            directory = cgroups.unit_dir_holding(ROOT, mount, control_group, master)
+            if directory is None:
                 continue
             key, events = ("anon", "memory.events") if mount["version"] == 2 else ("total_rss", "memory.oom_control")
             stats = _keyed(cgroups.read_text(posixpath.join(directory, "memory.stat")))
@@ -524,7 +503,7 @@ def observe(module, host, params, now):
         "drained": bool(params["drain_flag"]) and os.path.exists(_path(params["drain_flag"])),
         "lb": params["lb"],
     }
-    access = lines_since(params["access_log"], since, access_time)
+    access = lines_since(params["access_log"], since, access_log.timestamp)
     observed["access"] = access_tally(access) if access is not None else None
     if access is None:
         host.skipped.append("the access log %s: cannot read it" % params["access_log"])

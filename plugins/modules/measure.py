@@ -251,13 +251,12 @@ sources:
 
 import os
 import posixpath
-import re
 import statistics
 import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.flaskops.stack.plugins.module_utils import cgroups, gunicorn_conf, readiness
+from ansible_collections.flaskops.stack.plugins.module_utils import access_log, cgroups, gunicorn_conf, readiness
 
 #: Where the paths read are; the tests point it at a fixture tree.
 ROOT = "/"
@@ -280,41 +279,17 @@ class Refused(Exception):
 # --- The access log -------------------------------------------------------------------------
 
 
-def upstream_seconds(value):
-    """The app's time of one request from ``$upstream_response_time``: nginx lists one time per upstream
-    tried (``0.010, 0.020``, and ``:`` between internal redirects), ``-`` where none answered. None when
-    no time is given."""
-    times = [float(part) for part in re.split(r"[,:]", value) if re.fullmatch(r"\s*[0-9.]+\s*", part)]
-    return sum(times) if times else None
-
-
-def parse_log_line(line):
-    """(status, upstream seconds or None) of a line in the ``flaskops`` log format; None when it is not one.
-
-    The request, referer and user agent are quoted (nginx escapes quotes inside them): the status is the
-    first field after the request, the times are in the part after the last quote.
-    """
-    parts = line.split('"')
-    if len(parts) < 7:
-        return None
-    fields = parts[2].split()
-    match = re.search(r"(?:^|\s)urt=(\S+)", parts[-1])
-    if not fields or not fields[0].isdigit() or match is None:
-        return None
-    return int(fields[0]), upstream_seconds(match.group(1))
-
-
 def tally(lines):
     """Count the requests of the lines: ``requests`` (answered by the app, below 500, 499 excepted) and
     the sum of their upstream times, ``errors`` (5xx from the app), ``aborted`` (499), ``other`` (lines
     the app did not answer: nginx's redirects, 429, ...) and ``unparsed``."""
     counts = {"requests": 0, "upstream_s": 0.0, "errors": 0, "aborted": 0, "other": 0, "unparsed": 0}
     for line in lines:
-        parsed = parse_log_line(line)
-        if parsed is None:
+        parsed = access_log.parse(line)
+        if parsed is None or parsed[2] is None:
             counts["unparsed"] += 1
             continue
-        status, seconds = parsed
+        status, seconds = parsed[1], access_log.upstream_seconds(parsed[2])
         if seconds is None:
             counts["other"] += 1
         elif status == 499:
@@ -367,12 +342,11 @@ class AccessLog:
 def unit_state(module, unit):
     """The unit's ``MainPID``, ``ControlGroup`` and ``ActiveState`` (systemctl show)."""
     systemctl = module.get_bin_path("systemctl", required=True)
-    rc, out, err = module.run_command(
-        [systemctl, "show", "--property=MainPID", "--property=ControlGroup", "--property=ActiveState", unit]
+    state, error = readiness.unit_properties(
+        module.run_command, systemctl, unit, ["MainPID", "ControlGroup", "ActiveState"]
     )
-    if rc != 0:
-        raise Refused("systemctl show %s failed: %s" % (unit, (err or out).strip()))
-    state = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    if error is not None:
+        raise Refused("systemctl show %s failed: %s" % (unit, error))
     try:
         master = int(state.get("MainPID") or 0)
     except ValueError:
@@ -395,8 +369,8 @@ class CpuClock:
             for mount in mounts:
                 if mount["version"] != version or (version == 1 and "cpuacct" not in mount["options"]):
                     continue
-                directory = cgroups.unit_cgroup_dir(root, mount, state["control_group"])
-                if directory and self._holds_master(directory) and self._read_file(directory, name, parser) is not None:
+                directory = cgroups.unit_dir_holding(root, mount, state["control_group"], self.master)
+                if directory and self._read_file(directory, name, parser) is not None:
                     self.source, self.path, self.parser = (
                         "cgroup_v%d" % version,
                         posixpath.join(directory, name),
@@ -404,13 +378,6 @@ class CpuClock:
                     )
                     self.file = posixpath.join(cgroups.unit_cgroup_dir("/", mount, state["control_group"]), name)
                     return
-
-    def _holds_master(self, directory):
-        text = cgroups.read_text(posixpath.join(directory, "cgroup.procs"))
-        try:
-            return text is not None and self.master in cgroups.parse_cgroup_procs(text)
-        except ValueError:
-            return False
 
     @staticmethod
     def _read_file(directory, name, parser):
