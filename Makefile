@@ -89,7 +89,7 @@ docs: venv link ## Regenerate the README tables from the real model
 # Test hosts: podman systemd containers from images built with debootstrap
 # (tools/testhost, no registry needed). Needs root.
 TESTHOST := tools/testhost/testhost.sh
-SCENARIOS := smoke default preflight reload resilience faults fleet doctor
+SCENARIOS := smoke default preflight reload resilience faults fleet doctor metrics
 # The verifiers' LOAD RESULT and SECURITY RESULT lines, one file per scenario, printed after it.
 RESULTS_DIR := $(CURDIR)/.build/results
 # molecule with the pinned tools first on PATH and the scenarios under molecule/; callers add

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 name: flask_stack_apps
-short_description: Split the stack's apps into the gunicorn role's apps and the nginx role's sites
+short_description: Split the stack's apps into each role's part (gunicorn, nginx, haproxy, metrics)
 version_added: 1.0.0
 author: flaskops.stack contributors
 description:
@@ -17,6 +17,8 @@ description:
     gunicorn app (O(gunicorn_apps), from P(flaskops.stack.resolve_gunicorn_apps#filter)).
   - With O(role=haproxy), returns each app's name, server names and certificate, for the
     P(flaskops.stack.haproxy#role)'s C(haproxy_apps).
+  - With O(role=metrics), returns each resolved gunicorn app's name, C(directory) (its C(metrics_dir)), socket and
+    user, for the P(flaskops.stack.metrics#role)'s C(metrics_apps).
 positional: _input, role, gunicorn_apps
 options:
   _input:
@@ -27,10 +29,11 @@ options:
   role:
     description: Which role's part to return.
     type: str
-    choices: [gunicorn, nginx, haproxy]
+    choices: [gunicorn, nginx, haproxy, metrics]
     required: true
   gunicorn_apps:
-    description: For O(role=nginx), the resolved gunicorn apps (the role's C(gunicorn_resolved_apps) fact).
+    description:
+      For O(role=nginx) and O(role=metrics), the resolved gunicorn apps (the role's C(gunicorn_resolved_apps) fact).
     type: list
     elements: dict
 """
@@ -43,11 +46,17 @@ EXAMPLES = r"""
 - name: The nginx role's sites, after the gunicorn role's preflight
   ansible.builtin.set_fact:
     nginx_sites: "{{ flask_stack_apps | flaskops.stack.flask_stack_apps('nginx', gunicorn_resolved_apps) }}"
+
+- name: The metrics role's apps, after the gunicorn role's preflight
+  ansible.builtin.set_fact:
+    metrics_apps: "{{ flask_stack_apps | flaskops.stack.flask_stack_apps('metrics', gunicorn_resolved_apps) }}"
 """
 
 RETURN = r"""
 _value:
-  description: The apps (O(role=gunicorn), O(role=haproxy)) or the sites (O(role=nginx)), one per item, in order.
+  description:
+    The apps (O(role=gunicorn), O(role=haproxy), O(role=metrics)) or the sites (O(role=nginx)), one per item, in
+    order.
   type: list
   elements: dict
 """
@@ -58,6 +67,7 @@ from ansible_collections.flaskops.stack.plugins.plugin_utils.resolver import (
     as_filter,
     stack_gunicorn_apps,
     stack_haproxy_apps,
+    stack_metrics_apps,
     stack_nginx_sites,
 )
 
@@ -70,8 +80,11 @@ def flask_stack_apps(apps, role, gunicorn_apps=None):
         return stack_nginx_sites(apps, gunicorn_apps)
     if role == "haproxy":
         return stack_haproxy_apps(apps)
+    if role == "metrics" and gunicorn_apps is not None:
+        stack_gunicorn_apps(apps)  # the same checks of the keys as for the other roles
+        return stack_metrics_apps(gunicorn_apps)
     raise AnsibleFilterError(
-        "flask_stack_apps: role must be gunicorn, haproxy, or nginx with gunicorn_apps; got %r" % role
+        "flask_stack_apps: role must be gunicorn, haproxy, or nginx or metrics with gunicorn_apps; got %r" % role
     )
 
 

@@ -58,6 +58,14 @@ _value:
     user: {description: The user and group the app runs as., type: str}
     home: {description: The app's directory (builds, releases, C(current), C(previous))., type: str}
     socket: {description: The app's listening unix socket., type: str}
+    runtime_dir:
+      description: The service's runtime directory (C(RuntimeDirectory=)), V(/run/flaskops-<name>).
+      type: str
+    metrics_dir:
+      description:
+        - Where the app's gunicorn processes write their metrics when C(gunicorn_metrics) is on
+          (C(PROMETHEUS_MULTIPROC_DIR)), V(<runtime_dir>/metrics); the metrics role's exporter reads it.
+      type: str
     static_dir: {description: The absolute directory of its static files, or V(null)., type: str}
     plan: {description: The app's plan from P(flaskops.stack.gunicorn_tuning#filter)., type: dict}
     measured:

@@ -33,7 +33,8 @@ options:
         C(listen_port), C(listen_tls_port), C(client_max_body_size), C(static_expires), C(rate_limit),
         C(rate_limit_burst), C(content_security_policy), C(security_headers), C(hsts_max_age),
         C(hsts_include_subdomains), C(upstream_defaults), C(extra_connections), C(max_nofile),
-        C(worker_processes), C(worker_connections), C(lb_health_path) and C(drain_flag).
+        C(worker_processes), C(worker_connections), C(lb_health_path) and C(drain_flag); optionally
+        C(status_listen).
     type: dict
     required: true
 """
@@ -61,6 +62,7 @@ _value:
     default_server_headers: {description: The response headers of the catch-all server., type: list, elements: dict}
     lb_health_path: {description: The path of each site's health location for load balancers, or null., type: str}
     drain_flag: {description: The file whose presence drains the host., type: str}
+    status_listen: {description: host:port of the stub_status server (C(nginx_status_listen)), or null., type: str}
     tuning: {description: The result of P(flaskops.stack.nginx_tuning#filter) for the sites' plans., type: dict}
 """
 

@@ -36,6 +36,8 @@ _HEADER_NAME = re.compile(r"[A-Za-z0-9-]+\Z")
 _UNSAFE_HEADER_VALUE = re.compile(r'["\n\\]')
 _IMPORT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 _FILE_MODE = re.compile(r"0?[0-7]{3}\Z")
+# host:port of a listen directive: an IPv4 address or a name, or an IPv6 address in brackets.
+_LISTEN = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})\Z")
 # A path nginx takes as it is in a location or an if (-f ...): no spaces, quotes or semicolons.
 _PLAIN_PATH = re.compile(r"/[A-Za-z0-9._/-]*\Z")
 # What a release holds itself: linked_dirs cannot take these names.
@@ -219,6 +221,14 @@ def stack_haproxy_apps(apps):
     stack_gunicorn_apps(apps)  # the same checks of the keys as for the other roles
     keys = ("name", "server_name", "tls_certificate")
     return [{k: app[k] for k in keys if _given(app, k) is not None} for app in apps]
+
+
+def stack_metrics_apps(gunicorn_records):
+    """Each resolved gunicorn app's part for the metrics role: where its processes write their metrics."""
+    return [
+        {"name": r["name"], "directory": r["metrics_dir"], "socket": r["socket"], "user": r["user"]}
+        for r in gunicorn_records
+    ]
 
 
 # --- gunicorn_apps ------------------------------------------------------------------------
@@ -447,6 +457,10 @@ def resolve_gunicorn_apps(apps, facts, settings):
             user=_given(item, "user") or app["name"],
             home=home,
             socket=_given(item, "socket") or "%s/%s.sock" % (socket_dir, app["name"]),
+            # The service's RuntimeDirectory (systemd empties it at every start and stop), and in it the
+            # directory where its processes write their metrics (gunicorn_metrics).
+            runtime_dir="/run/flaskops-%s" % app["name"],
+            metrics_dir="/run/flaskops-%s/metrics" % app["name"],
             static_dir=static_dir,
             plan=plan,
             measured=_measured_record(measured, taken),
@@ -581,6 +595,25 @@ def _clashes(sites):
         )
 
 
+def _status_listen(settings, records):
+    """``nginx_status_listen`` (optional in ``settings``): None, or host:port on a port no site listens on."""
+    value = _given(settings, "status_listen")
+    if value is None:
+        return None
+    match = _LISTEN.match(value) if isinstance(value, str) else None
+    if match is None or not 1 <= int(match.group(1)) <= 65535:
+        raise ResolveError(
+            "nginx: 'nginx_status_listen' must be host:port (such as 127.0.0.1:8089) or null, got %r" % (value,)
+        )
+    ports = {s["listen_port"] for s in records} | {s["listen_tls_port"] for s in records if s["tls"]}
+    if int(match.group(1)) in (ports or {int(settings["listen_port"])}):
+        raise ResolveError(
+            "nginx: 'nginx_status_listen' %s: port %s is a site's; stub_status needs a port of its own"
+            % (value, match.group(1))
+        )
+    return value
+
+
 def resolve_nginx_sites(sites, facts, settings):
     """The nginx role's records: each site with every default applied, the catch-all's ports, the sizing.
 
@@ -639,5 +672,6 @@ def resolve_nginx_sites(sites, facts, settings):
         "default_server_headers": default_server_headers,
         "lb_health_path": settings["lb_health_path"],
         "drain_flag": settings["drain_flag"],
+        "status_listen": _status_listen(settings, records),
         "tuning": tuning,
     }

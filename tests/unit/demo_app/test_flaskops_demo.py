@@ -243,6 +243,15 @@ def test_sleep(client):
     assert elapsed >= 0.1
 
 
+def test_fail_is_a_server_error_on_purpose(client):
+    response = client.get("/fail")
+    assert response.status_code == 500
+    assert response.get_json()["error"] == "failed on purpose"
+    assert client.get("/fail?status=503").status_code == 503
+    assert client.get("/fail?status=404").status_code == 400
+    assert client.get("/fail?status=600").status_code == 400
+
+
 def test_unknown_path_is_404(client):
     assert client.get("/nope").status_code == 404
 

@@ -14,6 +14,7 @@ Endpoints, each cheap to reason about under load:
 - ``GET /static/hello.txt``  a file from the package's ``static/`` directory (``STATIC_DIR``).
 - ``GET /alloc``     ``?mb=`` MiB allocated and touched, held ``?hold_s=`` seconds (default 0).
 - ``GET /sleep``     sleeps ``?s=`` seconds (default 1).
+- ``GET /fail``      a server error on purpose: status ``?status=`` (500 to 599, default 500).
 - ``POST /rows``     stores the request body as a row of its SQLite database; ``{"rows": <count>, ...}``.
 - ``GET /rows``      ``{"rows": <count>, "greeting": <config GREETING>, "release": ...}``.
 
@@ -302,6 +303,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         seconds = _number("s", 1.0, MAX_SLEEP_S)
         slept_ms = _wait(seconds * 1000.0)
         return jsonify(pid=os.getpid(), release=release_id(), slept_ms=round(slept_ms, 3))
+
+    @flask_app.get("/fail")
+    def fail() -> tuple[Response, int]:
+        # A server error on purpose, status 500 to 599 (default 500): the error rate a test or a load asks for.
+        status = int(_number("status", 500.0, 599.0))
+        if status < 500:
+            raise BadParameter("status must be 500 to 599, got %d" % status)
+        return jsonify(error="failed on purpose", release=release_id(), pid=os.getpid()), status
 
     @flask_app.post("/rows")
     def add_row() -> Response:

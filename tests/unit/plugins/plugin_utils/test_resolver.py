@@ -13,6 +13,7 @@ from ansible_collections.flaskops.stack.plugins.plugin_utils.resolver import (
     resolve_gunicorn_apps,
     resolve_nginx_sites,
     stack_gunicorn_apps,
+    stack_metrics_apps,
     stack_nginx_sites,
 )
 
@@ -383,6 +384,50 @@ def test_nginx_sites_get_the_apps_health_path_and_check_it():
     with pytest.raises(ResolveError, match="'nginx_drain_flag' must be an absolute path"):
         resolve_nginx_sites([], FACTS, nginx_settings(drain_flag="drained"))
     assert resolve_nginx_sites([], FACTS, nginx_settings(lb_health_path=None))["lb_health_path"] is None
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:8089", "[::1]:8089", "localhost:65535"])
+def test_the_stub_status_server_listens_where_it_is_told(listen):
+    assert resolve_nginx_sites([site()], FACTS, nginx_settings(status_listen=listen))["status_listen"] == listen
+    assert resolve_nginx_sites([site()], FACTS, nginx_settings())["status_listen"] is None
+    assert resolve_nginx_sites([site()], FACTS, nginx_settings(status_listen=None))["status_listen"] is None
+
+
+@pytest.mark.parametrize(
+    ("listen", "sites", "words"),
+    [
+        ("8089", [site()], ["'nginx_status_listen' must be host:port", "'8089'"]),
+        (8089, [site()], ["'nginx_status_listen' must be host:port", "8089"]),
+        ("127.0.0.1:0", [site()], ["must be host:port", "'127.0.0.1:0'"]),
+        ("127.0.0.1:70000", [site()], ["must be host:port", "'127.0.0.1:70000'"]),
+        ("127.0.0.1:80; deny", [site()], ["must be host:port"]),
+        ("127.0.0.1:80", [site()], ["'nginx_status_listen' 127.0.0.1:80: port 80 is a site's"]),
+        ("127.0.0.1:8443", [site(listen_tls_port=8443, tls_certificate="/c", tls_certificate_key="/k")], ["port 8443"]),
+        ("127.0.0.1:80", [], ["port 80 is a site's"]),  # no sites: the catch-all's default port
+    ],
+)
+def test_a_bad_stub_status_address_is_named(listen, sites, words):
+    with pytest.raises(ResolveError) as error:
+        resolve_nginx_sites(sites, FACTS, nginx_settings(status_listen=listen))
+    for word in words:
+        assert word in str(error.value), (word, str(error.value))
+
+
+def test_the_metrics_role_gets_where_each_app_writes_its_metrics():
+    records = resolve_gunicorn_apps([gunicorn_app(), gunicorn_app(name="api", user="web")], FACTS, GUNICORN)
+    assert [(r["runtime_dir"], r["metrics_dir"]) for r in records] == [
+        ("/run/flaskops-shop", "/run/flaskops-shop/metrics"),
+        ("/run/flaskops-api", "/run/flaskops-api/metrics"),
+    ]
+    assert stack_metrics_apps(records) == [
+        {
+            "name": "shop",
+            "directory": "/run/flaskops-shop/metrics",
+            "socket": "/run/flaskops/shop.sock",
+            "user": "shop",
+        },
+        {"name": "api", "directory": "/run/flaskops-api/metrics", "socket": "/run/flaskops/api.sock", "user": "web"},
+    ]
 
 
 # --- Measured workloads (playbooks/measure.yml) ------------------------------------------
