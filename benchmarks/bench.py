@@ -156,6 +156,10 @@ class Profile:
     #: seconds flaskops.stack.measure watches the live app for plan (f), and the fewest requests it accepts
     live_seconds: int
     live_min_requests: int
+    #: the workloads whose plan (d) is measured with the gunicorn role's metrics off and on (step 8), and
+    #: how many interleaved pairs
+    metrics_workloads: tuple[str, ...]
+    metrics_repeats: int
 
 
 PROFILES = {
@@ -174,6 +178,8 @@ PROFILES = {
         open_seconds=5,
         live_seconds=30,
         live_min_requests=500,
+        metrics_workloads=("mixed",),
+        metrics_repeats=5,
     ),
     "quick": Profile(
         name="quick",
@@ -190,6 +196,8 @@ PROFILES = {
         open_seconds=4,
         live_seconds=20,
         live_min_requests=500,
+        metrics_workloads=("mixed",),
+        metrics_repeats=5,
     ),
     "smoke": Profile(
         name="smoke",
@@ -206,6 +214,8 @@ PROFILES = {
         open_seconds=1,
         live_seconds=8,
         live_min_requests=100,
+        metrics_workloads=("io",),
+        metrics_repeats=2,
     ),
 }
 
@@ -406,6 +416,8 @@ class BenchHost:
         self.cpu_stat = ""
         #: Variables added to the app's environment by every apply (WORKLOAD_ENV of the workload measured).
         self.env: dict[str, str] = {}
+        #: The gunicorn role's metrics hooks: "off" (gunicorn's own hooks) except in step 8's "on" runs.
+        self.metrics = "off"
 
     def create(self) -> None:
         subprocess.run(["podman", "rm", "--force", "--ignore", self.name], check=True, capture_output=True)
@@ -493,7 +505,7 @@ class BenchHost:
         return json.loads(result.stdout)
 
     def apply(self, settings: dict) -> dict:
-        return self.remote("apply", APP, json.dumps(settings), json.dumps(self.env))
+        return self.remote("apply", APP, json.dumps(settings), json.dumps(self.env), self.metrics)
 
     def use(self, workload: str) -> None:
         """Measure ``workload`` from now on: its environment (WORKLOAD_ENV) goes with every later apply."""
@@ -540,6 +552,9 @@ def inventory(hosts: list[BenchHost]) -> dict:
             },
             "vars": {
                 "flask_stack_become": False,
+                # The gunicorn role's metrics hooks and exporters are installed; every measurement runs with
+                # the hooks off (remote.py apply) except step 8's "on" runs.
+                "flask_stack_metrics": True,
                 "flask_stack_apps": [
                     {
                         "name": APP,
@@ -768,6 +783,31 @@ def open_loop(host: BenchHost, workload: str, results: dict, profile: Profile) -
     }
 
 
+def instrumentation(host: BenchHost, workload: str, plan: dict, profile: Profile) -> dict:
+    """Step 8: plan (d) with the gunicorn role's metrics hooks off (gunicorn's own) and on, interleaved, at the
+    first connection count; each run also records how many requests the metrics counted meanwhile."""
+    path = WORKLOADS[workload]
+    connections = profile.connections[0]
+    runs: dict[str, list[dict]] = {"off": [], "on": []}
+    try:
+        for repeat in range(profile.metrics_repeats):
+            for state in rotated(["off", "on"], repeat):
+                host.metrics = state
+                host.switch(plan, path, connections)
+                before = host.remote("counted", APP)["requests"]
+                run = host.measure(path, connections, profile.seconds)
+                after = host.remote("counted", APP)["requests"]
+                run["counted"] = None if before is None or after is None else after - before
+                runs[state].append(run)
+                log(
+                    "%s %s metrics %-3s rep %d  c%d %.0f/s, counted %s"
+                    % (host.name, workload, state, repeat + 1, connections, run["rps"], run["counted"])
+                )
+    finally:
+        host.metrics = "off"
+    return {"connections": connections, "settings": plan, "runs": runs}
+
+
 # --- Analysis ------------------------------------------------------------------------------------
 
 
@@ -852,7 +892,27 @@ def summarize(cell: dict, connections: tuple[int, ...]) -> dict:
     return summary
 
 
-def targets(summary: dict, memory: dict, open_summary: dict | None = None) -> dict:
+def summarize_metrics(cell: dict) -> dict | None:
+    """Step 8: plan (d)'s median requests/s with the metrics hooks on over off, and what they counted."""
+    measured = cell.get("metrics")
+    if not measured:
+        return None
+    runs = measured["runs"]
+    off, on = median_of(runs["off"], "rps"), median_of(runs["on"], "rps")
+    return {
+        "connections": measured["connections"],
+        "rps_off": off,
+        "rps_on": on,
+        "ratio_on_vs_off": ratio(on, off),
+        "p99_on_vs_off": ratio(median_of(runs["on"], "p99_ms"), median_of(runs["off"], "p99_ms")),
+        # What the hooks counted during the measured runs (the runs' answers, the idle checks' /healthz too).
+        "counted_on": [run["counted"] for run in runs["on"]],
+        "counted_off": [run["counted"] for run in runs["off"]],
+        "answered_on": [run["requests"] for run in runs["on"]],
+    }
+
+
+def targets(summary: dict, memory: dict, open_summary: dict | None = None, metrics_summary: dict | None = None) -> dict:
     """The issue's targets for one cell: True when met."""
     checks = {}
     if open_summary is not None:
@@ -868,6 +928,9 @@ def targets(summary: dict, memory: dict, open_summary: dict | None = None) -> di
         ) >= 1.0
         checks["c%s live >= 0.95 best" % c] = r["live_vs_best"] is not None and r["live_vs_best"] >= 0.95
     checks["plan memory_peak_mb within 25 % of the HUP peak"] = abs(memory["plan_error"]) <= 0.25
+    if metrics_summary is not None:
+        r = metrics_summary["ratio_on_vs_off"]
+        checks["metrics on >= 0.97 off"] = r is not None and r >= 0.97
     return checks
 
 
@@ -901,6 +964,29 @@ def bench_lines(cells: list[dict]) -> list[str]:
             ratios["open_p99_plan_vs_best"] = _ratio_text(opened["p99_plan_vs_best"] if opened else None)
             lines.append(BENCH_LINE.format(workload=cell["workload"], cpus=cell["cpus"], conns=c, **ratios))
     return lines
+
+
+METRICS_LINE = (
+    "BENCH METRICS workload={workload} cpus={cpus} conns={conns} rps_off={rps_off} rps_on={rps_on} "
+    "ratio_metrics_on_vs_off={ratio} p99_on_vs_off={p99}"
+)
+
+
+def metrics_lines(cells: list[dict]) -> list[str]:
+    """Step 8's line for each cell that has it."""
+    return [
+        METRICS_LINE.format(
+            workload=cell["workload"],
+            cpus=cell["cpus"],
+            conns=m["connections"],
+            rps_off=m["rps_off"],
+            rps_on=m["rps_on"],
+            ratio=_ratio_text(m["ratio_on_vs_off"]),
+            p99=_ratio_text(m["p99_on_vs_off"]),
+        )
+        for cell in cells
+        if (m := cell.get("metrics_summary"))
+    ]
 
 
 # --- Reports -------------------------------------------------------------------------------------
@@ -963,6 +1049,43 @@ def live_table(report: dict) -> list[str]:
     return out
 
 
+def metrics_table(report: dict) -> list[str]:
+    """Step 8: the instrumentation's cost on plan (d)."""
+    cells = [cell for cell in report["cells"] if cell.get("metrics_summary")]
+    if not cells:
+        return []
+    out = [
+        "",
+        "## Metrics on and off",
+        "",
+        "Plan (d) with the gunicorn role's metrics hooks (`gunicorn_metrics`) off (gunicorn's own hooks) and on, "
+        "in interleaved pairs; `counted` is what the hooks counted during the on runs (their answers and the idle "
+        "checks' `/healthz`), and 0 during the off runs.",
+        "",
+        "| workload | CPUs | conns | plan (d) | requests/s off | requests/s on | on / off | p99 on / off "
+        "| counted on (answered) | counted off |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for cell in cells:
+        m = cell["metrics_summary"]
+        out.append(
+            "| %s | %d | %d | %s | %.1f | %.1f | %s | %s | %s | %s |"
+            % (
+                cell["workload"],
+                cell["cpus"],
+                m["connections"],
+                describe(cell["metrics"]["settings"]),
+                m["rps_off"],
+                m["rps_on"],
+                _ratio_text(m["ratio_on_vs_off"]),
+                _ratio_text(m["p99_on_vs_off"]),
+                ", ".join("%s (%s)" % pair for pair in zip(m["counted_on"], m["answered_on"], strict=True)),
+                ", ".join(str(n) for n in m["counted_off"]),
+            )
+        )
+    return out
+
+
 def markdown(report: dict) -> str:
     meta = report["meta"]
     out = [
@@ -1009,7 +1132,7 @@ def markdown(report: dict) -> str:
                     + _ratio_or(r.get("async_vs_best"), "-"),
                 )
             )
-    out += ["", "```"] + report["bench_lines"] + ["```", ""]
+    out += ["", "```"] + report["bench_lines"] + report["metrics_lines"] + ["```", ""]
     out += [
         "`limit` is the most requests/s the cell's CPUs could serve at the CPU time per request (the container's:"
         " nginx, gunicorn, the app) measured during (e)'s own runs, at saturation.",
@@ -1096,6 +1219,7 @@ def markdown(report: dict) -> str:
                 m["plan_error"] * 100,
             )
         )
+    out += metrics_table(report)
     out += ["", "## Every configuration", ""]
     for cell in report["cells"]:
         out += [
@@ -1352,6 +1476,8 @@ def measure_finals(hosts: list[BenchHost], profile: Profile, cells: dict, plans:
             host.use(workload)
             cell["final"] = final(host, workload, configurations(cell, profile.connections), profile)
             cell["open"] = open_loop(host, workload, cell["final"], profile)
+            if workload in profile.metrics_workloads:
+                cell["metrics"] = instrumentation(host, workload, from_plan(cell["plans"]["measured"]), profile)
 
 
 def build_report(profile: Profile, cells: dict, fits: dict, timings_s: dict) -> dict:
@@ -1429,8 +1555,10 @@ def analyse(report: dict) -> None:
             "profile_memory_peak_mb": plan_c["memory_peak_mb"],
         }
         cell["open_summary"] = summarize_open(cell)
-        cell["targets"] = targets(cell["summary"], cell["memory"], cell["open_summary"])
+        cell["metrics_summary"] = summarize_metrics(cell)
+        cell["targets"] = targets(cell["summary"], cell["memory"], cell["open_summary"], cell["metrics_summary"])
     report["bench_lines"] = bench_lines(report["cells"])
+    report["metrics_lines"] = metrics_lines(report["cells"])
 
 
 def write(report: dict, out: Path) -> None:
@@ -1458,13 +1586,13 @@ def main(argv: list[str] | None = None) -> int:
         report = json.loads(args.render.read_text(encoding="utf-8"))
         analyse(report)
         write(report, args.out)
-        print("\n".join(report["bench_lines"]))
+        print("\n".join(report["bench_lines"] + report["metrics_lines"]))
         return 0
     for tool in ("podman", "wrk"):
         if shutil.which(tool) is None:
             parser.error("%s is not installed: run `make testhost` first" % tool)
     report = run(PROFILES[args.profile], args.out, args.keep or args.reuse, args.prefix, args.reuse)
-    for line in report["bench_lines"]:
+    for line in report["bench_lines"] + report["metrics_lines"]:
         print(line)
     log("results in %s/%s.{md,json,png}; %s" % (args.out, report["meta"]["date"], report["meta"]["timings_s"]))
     return 0

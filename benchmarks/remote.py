@@ -5,11 +5,15 @@ nothing but the standard library and the collection's readiness check, ``plugins
 which bench.py copies into the host (READINESS_DIR) when it creates or reuses it: the benchmark waits for a reload
 exactly as the roles do. Commands, each printing one JSON object:
 
-``apply <app> <settings-json> [<env-json>]``
+``apply <app> <settings-json> [<env-json> [on|off]]``
     Replace the benchmark block under "# Overrides" of the app's gunicorn.conf.py with the given
     settings (and variables added to the app's environment, ``raw_env``), HUP the master
     (``systemctl reload``) and wait until it is ready: every old worker gone, the new number of workers
-    running, ``/healthz`` answering through the app's socket.
+    running, ``/healthz`` answering through the app's socket. ``off`` (the default) also sets every server
+    hook of the gunicorn role's metrics (``gunicorn_metrics``) back to gunicorn's own; ``on`` leaves them.
+``counted <app>``
+    The requests the app's metrics have counted so far (the sum of ``flaskops_http_requests_total`` the
+    metrics role's exporter serves on the host), or null when the exporter does not answer.
 ``usage <app>``
     The app's CPU time used so far (ns) and its unit's anonymous memory now (MiB).
 ``drain <app>``
@@ -32,6 +36,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 #: Where bench.py puts plugins/module_utils/readiness.py inside the host.
 READINESS_DIR = "/usr/local/lib/flaskops-bench"
@@ -138,9 +143,25 @@ def _py(value) -> str:
     return json.dumps(value)
 
 
-def apply(app: str, settings_json: str, env_json: str = "{}") -> dict:
+#: The server hooks the gunicorn role's metrics set (roles/gunicorn/templates/gunicorn.conf.py.j2), and
+#: gunicorn's settings classes whose defaults replace them while metrics are off.
+METRICS_HOOKS = {
+    "on_starting": "OnStarting",
+    "on_reload": "OnReload",
+    "child_exit": "ChildExit",
+    "post_worker_init": "PostWorkerInit",
+    "pre_request": "PreRequest",
+    "post_request": "PostRequest",
+    "worker_abort": "WorkerAbort",
+    "worker_exit": "WorkerExit",
+}
+
+
+def apply(app: str, settings_json: str, env_json: str = "{}", metrics: str = "off") -> dict:
     settings = json.loads(settings_json)
     env = json.loads(env_json)
+    if metrics not in ("on", "off"):
+        raise SystemExit(f"metrics must be on or off, got {metrics!r}")
     path = CONFIG.format(app=app)
     with open(path, encoding="utf-8") as handle:
         text = handle.read()
@@ -152,6 +173,9 @@ def apply(app: str, settings_json: str, env_json: str = "{}") -> dict:
     block = "".join(f"{key} = {_py(value)}\n" for key, value in sorted(settings.items()))
     if env:
         block += "raw_env = raw_env + %s\n" % json.dumps(["%s=%s" % item for item in sorted(env.items())])
+    if metrics == "off":
+        block += "import gunicorn.config\n"
+        block += "".join(f"{hook} = gunicorn.config.{name}.default\n" for hook, name in METRICS_HOOKS.items())
     temporary = path + ".bench"
     with open(temporary, "w", encoding="utf-8") as handle:
         handle.write(head + found + tail + MARK + block)
@@ -160,6 +184,24 @@ def apply(app: str, settings_json: str, env_json: str = "{}") -> dict:
     os.chmod(temporary, info.st_mode & 0o7777)
     os.replace(temporary, path)
     return _reload_and_wait(app, int(settings.get("workers", 1)))
+
+
+#: The metrics role's exporter on the bench host (metrics_exporter_listen's default).
+EXPORTER_URL = "http://127.0.0.1:9380/metrics"
+
+
+def counted(app: str) -> dict:
+    prefix = "flaskops_http_requests_total{"
+    try:
+        with urllib.request.urlopen(EXPORTER_URL, timeout=10) as answer:
+            text = answer.read().decode("utf-8")
+    except OSError:
+        return {"requests": None}
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(prefix) and ('app="%s"' % app) in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return {"requests": int(total)}
 
 
 def drain(app: str) -> dict:
@@ -206,7 +248,7 @@ def hup_peak(app: str, expected: str) -> dict:
     return result
 
 
-COMMANDS = {"apply": apply, "drain": drain, "usage": usage, "hup-peak": hup_peak}
+COMMANDS = {"apply": apply, "counted": counted, "drain": drain, "usage": usage, "hup-peak": hup_peak}
 
 if __name__ == "__main__":
     if len(sys.argv) < 3 or sys.argv[1] not in COMMANDS:

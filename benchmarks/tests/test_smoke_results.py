@@ -192,11 +192,39 @@ def test_bench_result_lines_were_printed_for_every_cell(report):
     ]
 
 
+def test_plan_d_ran_with_the_metrics_hooks_off_and_on_and_only_on_counted(report):
+    cells = [c for c in report["cells"] if c["workload"] in PROFILE.metrics_workloads]
+    assert cells and all("metrics" in c for c in cells)
+    assert all("metrics" not in c for c in report["cells"] if c["workload"] not in PROFILE.metrics_workloads)
+    for cell in cells:
+        runs = cell["metrics"]["runs"]
+        assert cell["metrics"]["settings"] == cell["final"]["plan"]["settings"]
+        assert [len(runs["off"]), len(runs["on"])] == [PROFILE.metrics_repeats] * 2
+        # Off: gunicorn's own hooks count nothing; on: every answer of the run and the idle checks before it.
+        assert [run["counted"] for run in runs["off"]] == [0] * PROFILE.metrics_repeats
+        assert all(run["ok"] > 0 and run["counted"] >= run["ok"] for run in runs["on"]), runs["on"]
+        summary = cell["metrics_summary"]
+        assert summary["ratio_on_vs_off"] == bench.ratio(summary["rps_on"], summary["rps_off"])
+    printed = [
+        line
+        for line in (RESULTS / "stdout.txt").read_text(encoding="utf-8").splitlines()
+        if line.startswith("BENCH METRICS")
+    ]
+    assert printed == report["metrics_lines"] and len(printed) == len(cells)
+
+
 def test_the_markdown_report_has_every_table(report):
     text = _one("*.md").read_text(encoding="utf-8")
-    for heading in ("## Ratios", "## Open loop", "## Measured workloads", "## Memory", "## Every configuration"):
+    for heading in (
+        "## Ratios",
+        "## Open loop",
+        "## Measured workloads",
+        "## Memory",
+        "## Metrics on and off",
+        "## Every configuration",
+    ):
         assert heading in text
-    for line in report["bench_lines"]:
+    for line in report["bench_lines"] + report["metrics_lines"]:
         assert line in text
     for name in bench.CONFIG_NAMES.values():
         assert "| %s |" % name in text

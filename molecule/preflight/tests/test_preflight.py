@@ -93,11 +93,12 @@ def test_bad_input_fails_before_any_change(before, case):
     assert [c["changed"] for c in counts.values()] == [0], run.stdout[-3000:]
 
 
-def test_check_mode_on_a_fresh_host(before):
-    # A valid stack in check mode on the still bare instance: the play runs through and reports what
-    # it would change; test_host_unchanged_after_every_case proves it changed nothing.
+@pytest.mark.parametrize("metrics", [False, True], ids=["stack", "stack_with_metrics"])
+def test_check_mode_on_a_fresh_host(before, metrics):
+    # A valid stack in check mode on the still bare instance, also with the metrics role: the play runs
+    # through and reports what it would change; test_host_unchanged_after_every_case proves it changed nothing.
     site = os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "playbooks/site.yml")
-    run = run_playbook(site, "--check", "--diff")
+    run = run_playbook(site, "--check", "--diff", "-e", "flask_stack_metrics=%s" % str(metrics).lower())
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     counts = recap(run.stdout)
     assert counts, run.stdout[-2000:]

@@ -265,6 +265,45 @@ def test_bench_lines_follow_the_documented_format():
     assert bench.bench_lines([refused])[0].endswith("ratio_live_vs_best=none ratio_async_vs_best=none")
 
 
+def test_metrics_on_over_off_is_the_ratio_of_medians_and_a_target():
+    def runs(rps, p99, counted):
+        return [
+            {"rps": r, "p99_ms": p, "counted": c, "requests": c - 2} for r, p, c in zip(rps, p99, counted, strict=True)
+        ]
+
+    cell = {
+        "workload": "mixed",
+        "cpus": 2,
+        "metrics": {
+            "connections": 64,
+            "settings": {"worker_class": "gthread", "workers": 3, "threads": 8},
+            "runs": {
+                "off": runs([100, 104, 98], [20, 22, 21], [0, 0, 0]),
+                "on": runs([99, 97, 101], [21, 23, 22], [400, 410, 420]),
+            },
+        },
+    }
+    summary = bench.summarize_metrics(cell)
+    assert (summary["rps_off"], summary["rps_on"], summary["ratio_on_vs_off"]) == (100, 99, 0.99)
+    assert summary["p99_on_vs_off"] == pytest.approx(22 / 21, abs=0.005)
+    assert (summary["counted_on"], summary["counted_off"], summary["answered_on"]) == (
+        [400, 410, 420],
+        [0, 0, 0],
+        [398, 408, 418],
+    )
+    cell["metrics_summary"] = summary
+    assert bench.metrics_lines([cell, {"workload": "io", "cpus": 1}]) == [
+        "BENCH METRICS workload=mixed cpus=2 conns=64 rps_off=100 rps_on=99 ratio_metrics_on_vs_off=0.99 "
+        "p99_on_vs_off=1.05"
+    ]
+    assert bench.summarize_metrics({"workload": "io"}) is None
+    memory = {"plan_error": 0.0}
+    assert bench.targets({}, memory, None, summary)["metrics on >= 0.97 off"] is True
+    slow = dict(summary, ratio_on_vs_off=0.96)
+    assert bench.targets({}, memory, None, slow)["metrics on >= 0.97 off"] is False
+    assert "metrics on >= 0.97 off" not in bench.targets({}, memory)
+
+
 def test_live_rate_keeps_the_window_below_measure_s_saturation_limits():
     # CPU-bound: 30 % of 2 CPUs at 5 ms a request; slots would allow far more.
     assert bench.live_rate(2, {"cpu_ms": 5.0, "wait_ms": 0.0}, 24) == pytest.approx(120.0)
