@@ -12,10 +12,16 @@ the worker exits and drops the live gauges of a worker that has gone.
 Every series has the labels ``app`` and ``release`` (``FLASKOPS_RELEASE`` of the process that wrote it): after
 a reload the new workers count under the new release, and the old release's counters stay, so a sum over
 releases has no gap.
+
+prometheus_client leaves a file per process and kind; with workers recycled by ``max_requests`` the directory (a
+tmpfs) would grow without end, and every scrape would read more. When the master reaps a worker it folds the
+worker's counters and histograms into one archive file per kind and removes the worker's files, under the
+directory's lock, which the exporter takes to read: a scrape never sees a value twice or not at all.
 """
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import glob
 import logging
@@ -23,6 +29,7 @@ import os
 import time
 
 from prometheus_client import Counter, Gauge, Histogram, multiprocess
+from prometheus_client.mmap_dict import MmapedDict
 
 #: Request duration buckets (seconds) when the configuration gives none: prometheus_client's defaults.
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
@@ -30,6 +37,13 @@ _LABELS = ("app", "release")
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 # Where a request's start is kept between pre_request and post_request (gunicorn's Request object).
 _START = "flaskops_metrics_start"
+#: The lock file of the directory: the master folds a reaped worker's files into the archive under it
+#: (exclusive), the exporter reads the files under it (shared).
+LOCK = ".lock"
+#: The files whose values only add up (prometheus_client's counter, histogram and summary files): a reaped
+#: worker's are folded into <kind>_archive.db, so that the directory holds one set per live process, not
+#: one per worker that ever ran (max_requests recycles them all along).
+CUMULATIVE = ("counter", "histogram", "summary")
 
 
 def _quietly(hook):
@@ -130,24 +144,46 @@ class Hooks:
 
     # --- In the master -----------------------------------------------------------------------------
 
+    def _prepare(self):
+        os.makedirs(self.directory, mode=0o750, exist_ok=True)
+        os.close(os.open(os.path.join(self.directory, LOCK), os.O_CREAT | os.O_RDWR, 0o640))
+        self.exits.labels(**self._labels())
+
     @_quietly
     def on_starting(self, _server):
         """At the master's start: files left by an earlier master are not this run's."""
         os.makedirs(self.directory, mode=0o750, exist_ok=True)
         for path in glob.glob(os.path.join(self.directory, "*.db")):
             os.remove(path)
-        self.exits.labels(**self._labels())
+        self._prepare()
 
     @_quietly
     def on_reload(self, _server):
         """At a reload, before the new workers: the directory, when metrics were off at the start."""
-        os.makedirs(self.directory, mode=0o750, exist_ok=True)
-        self.exits.labels(**self._labels())
+        self._prepare()
 
     @_quietly
     def child_exit(self, _server, worker):
         multiprocess.mark_process_dead(worker.pid, self.directory)
         self.exits.labels(**self._labels()).inc()
+        self.fold(worker.pid)
+
+    def fold(self, pid):
+        """Add a reaped worker's counters, histograms and summaries to the archive files and remove its own."""
+        with open(os.path.join(self.directory, LOCK), "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            for kind in CUMULATIVE:
+                path = os.path.join(self.directory, "%s_%d.db" % (kind, pid))
+                if not os.path.exists(path):
+                    continue
+                archive = MmapedDict(os.path.join(self.directory, "%s_archive.db" % kind))
+                try:
+                    for key, value, timestamp, _position in MmapedDict.read_all_values_from_file(path):
+                        total, latest = archive.read_value(key)
+                        archive.write_value(key, total + value, max(latest, timestamp))
+                finally:
+                    archive.close()
+                os.remove(path)
 
     # --- In a worker -------------------------------------------------------------------------------
 

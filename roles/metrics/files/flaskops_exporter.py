@@ -21,6 +21,8 @@ listening socket's Recv-Q and Send-Q), and whether its metrics directory exists 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import glob
 import json
 import os
@@ -35,6 +37,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import CollectorRegistry
 
 SS_TIMEOUT_S = 5
+#: The lock file of an app's metrics directory (the gunicorn role's flaskops_metrics.py): its master folds a
+#: reaped worker's files into the archive under it, exclusively; the exporter reads under it, shared.
+LOCK = ".lock"
 
 
 def listening_queues(text):
@@ -64,21 +69,36 @@ class AppsCollector:
             return {}
         return listening_queues(done.stdout) if done.returncode == 0 else {}
 
-    def collect(self):
-        files, up = (
-            [],
-            GaugeMetricFamily(
-                "flaskops_app_metrics_up",
-                "1 when the app's metrics directory exists (its service runs).",
-                labels=["app"],
-            ),
-        )
-        for app in self.apps:
-            present = os.path.isdir(app["directory"])
-            up.add_metric([app["name"]], 1 if present else 0)
-            if present:
+    def _merged(self, present):
+        """The apps' files merged, read under each directory's lock (shared)."""
+        with contextlib.ExitStack() as locks:
+            files = []
+            for app in present:
+                try:
+                    lock = locks.enter_context(open(os.path.join(app["directory"], LOCK), "rb"))
+                except FileNotFoundError:  # a master that has not made it yet has folded nothing
+                    pass
+                else:
+                    fcntl.flock(lock, fcntl.LOCK_SH)
                 files.extend(glob.glob(os.path.join(app["directory"], "*.db")))
-        yield from MultiProcessCollector.merge(files, accumulate=True)
+            return list(MultiProcessCollector.merge(files, accumulate=True))
+
+    def collect(self):
+        up = GaugeMetricFamily(
+            "flaskops_app_metrics_up", "1 when the app's metrics directory exists (its service runs).", labels=["app"]
+        )
+        present = [app for app in self.apps if os.path.isdir(app["directory"])]
+        for app in self.apps:
+            up.add_metric([app["name"]], 1 if app in present else 0)
+        # A service that stops (its directory removed) or restarts (emptied) while it is read: read again.
+        for attempt in range(3):
+            try:
+                merged = self._merged(present)
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+        yield from merged
         yield up
         if self.ss is None:
             return

@@ -5,6 +5,7 @@ accept queues from ss, and the process itself serving them over HTTP."""
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
 import os
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import urllib.request
 
@@ -96,6 +98,25 @@ def test_every_apps_files_merged_and_each_apps_queue(tmp_path):
     assert found[("flaskops_socket_queued_connections", (("app", "shop"),))] == 3
     assert found[("flaskops_socket_backlog", (("app", "shop"),))] == 2048
     assert found[("flaskops_socket_backlog", (("app", "api"),))] == 4096
+
+
+def test_the_exporter_reads_under_the_directorys_lock(tmp_path):
+    """While the master folds a reaped worker's files (it holds the lock), a scrape waits for it."""
+    write_counts(tmp_path / "shop" / "metrics", "r1", 2)
+    lock_path = tmp_path / "shop" / "metrics" / ".lock"
+    lock_path.touch()
+    exporter = load()
+    collector = exporter.AppsCollector(apps(tmp_path), ss=fake_ss(tmp_path))
+    found = []
+    with open(lock_path, "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        reader = threading.Thread(target=lambda: found.append(samples(collector)))
+        reader.start()
+        reader.join(0.5)
+        assert reader.is_alive() and not found, "the scrape did not wait for the lock"
+    reader.join(10)
+    key = ("flaskops_http_requests_total", (("app", "shop"), ("release", "r1"), ("status_class", "2xx")))
+    assert found and found[0][key] == 2
 
 
 @pytest.mark.parametrize("ss", ["missing", "failing"])

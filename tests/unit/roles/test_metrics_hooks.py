@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import pathlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -127,6 +128,12 @@ def test_requests_workers_and_exits_as_a_master_and_its_workers_write_them(tmp_p
         """,
     )
     assert not (directory / "counter_1.db").exists(), "on_starting leaves no earlier master's file"
+    # The reaped workers' counters and histograms were folded into the archives: the files left are the
+    # archives, the master's own counter and the running worker's three.
+    names = sorted(
+        path.name.rsplit("_", 1)[0] if path.name[-4].isdigit() else path.name for path in directory.glob("*.db")
+    )
+    assert names == ["counter", "counter", "counter_archive.db", "gauge_livesum", "histogram", "histogram_archive.db"]
     requests = "flaskops_http_requests_total"
     assert value(samples, requests, release="r1", status_class="2xx") == 2
     assert value(samples, requests, release="r1", status_class="4xx") == 1
@@ -150,6 +157,27 @@ def test_requests_workers_and_exits_as_a_master_and_its_workers_write_them(tmp_p
     assert value(samples, "flaskops_worker_recycles_total", release="r1") == 1
     assert value(samples, "flaskops_worker_recycles_total", release="r2") == 0
     assert value(samples, "flaskops_worker_timeouts_total", release="r2") == 0
+
+
+def test_recycled_workers_leave_no_files_behind_and_lose_no_count(tmp_path):
+    directory, samples = run(
+        tmp_path,
+        """
+        hooks = load()
+        hooks.on_starting(None)
+        for number in range(40):
+            hooks.child_exit(None, Dead(worker(hooks, "r1", 2, [200, 500])))
+        """,
+    )
+    assert value(samples, "flaskops_http_requests_total", release="r1", status_class="2xx") == 40
+    assert value(samples, "flaskops_http_requests_total", release="r1", status_class="5xx") == 40
+    assert value(samples, "flaskops_http_request_duration_seconds_count", release="r1") == 80
+    assert value(samples, "flaskops_worker_recycles_total", release="r1") == 40
+    assert value(samples, "flaskops_worker_exits_total", release="r1") == 40
+    assert value(samples, "flaskops_workers", release="r1") is None
+    # 40 workers came and went: what is left is the master's own counter file and the two archives.
+    names = sorted(path.name for path in directory.glob("*.db"))
+    assert re.fullmatch(r"counter_\d+\.db", names[0]) and names[1:] == ["counter_archive.db", "histogram_archive.db"]
 
 
 def test_a_timed_out_worker_is_counted(tmp_path):
