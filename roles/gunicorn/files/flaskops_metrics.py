@@ -31,8 +31,6 @@ import time
 from prometheus_client import Counter, Gauge, Histogram, multiprocess
 from prometheus_client.mmap_dict import MmapedDict
 
-#: Request duration buckets (seconds) when the configuration gives none: prometheus_client's defaults.
-DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 _LABELS = ("app", "release")
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 # Where a request's start is kept between pre_request and post_request (gunicorn's Request object).
@@ -74,11 +72,11 @@ def status_class(response):
 
 class Hooks:
     """The hooks of one app. ``directory`` is PROMETHEUS_MULTIPROC_DIR; it must be in the environment
-    before ``prometheus_client`` is imported (gunicorn.conf.py sets it first)."""
+    before ``prometheus_client`` is imported (gunicorn.conf.py sets it first). ``buckets``: the upper bounds
+    of the duration histogram's buckets, in seconds (gunicorn_metrics_buckets)."""
 
-    def __init__(self, app, directory, buckets=None):
+    def __init__(self, app, directory, buckets):
         self.app, self.directory = app, directory
-        buckets = tuple(buckets or DEFAULT_BUCKETS)
         # registry=None: in multiprocess mode the values live in the files, and the exporter reads those.
         self.requests = Counter(
             "flaskops_http_requests",
@@ -90,7 +88,7 @@ class Hooks:
             "flaskops_http_request_duration_seconds",
             "Time from gunicorn parsing a request to the end of the app's response.",
             _LABELS,
-            buckets=buckets,
+            buckets=tuple(buckets),
             registry=None,
         )
         self.in_flight = Gauge(
