@@ -967,7 +967,7 @@ def bench_lines(cells: list[dict]) -> list[str]:
 
 
 METRICS_LINE = (
-    "BENCH METRICS workload={workload} cpus={cpus} conns={conns} rps_off={rps_off} rps_on={rps_on} "
+    "BENCH METRICS workload={workload} cpus={cpus} conns={conns} rps_off={rps_off:.1f} rps_on={rps_on:.1f} "
     "ratio_metrics_on_vs_off={ratio} p99_on_vs_off={p99}"
 )
 

@@ -293,7 +293,7 @@ def test_metrics_on_over_off_is_the_ratio_of_medians_and_a_target():
     )
     cell["metrics_summary"] = summary
     assert bench.metrics_lines([cell, {"workload": "io", "cpus": 1}]) == [
-        "BENCH METRICS workload=mixed cpus=2 conns=64 rps_off=100 rps_on=99 ratio_metrics_on_vs_off=0.99 "
+        "BENCH METRICS workload=mixed cpus=2 conns=64 rps_off=100.0 rps_on=99.0 ratio_metrics_on_vs_off=0.99 "
         "p99_on_vs_off=1.05"
     ]
     assert bench.summarize_metrics({"workload": "io"}) is None
